@@ -69,11 +69,7 @@ pub(crate) fn crc32c(crc: u64, data: u64, size: Size) -> u64 {
     for i in 0..size.bytes() {
         crc ^= (data >> (8 * i)) & 0xff;
         for _ in 0..8 {
-            crc = if crc & 1 != 0 {
-                (crc >> 1) ^ POLY
-            } else {
-                crc >> 1
-            };
+            crc = if crc & 1 != 0 { (crc >> 1) ^ POLY } else { crc >> 1 };
         }
     }
     crc

@@ -279,12 +279,7 @@ fn bit_count(cur: &mut Cursor, mode: CpuMode, p: &Prefixes, op: u8) -> Result<Op
     }
     let (dst, src) = modrm(cur, p)?;
     let size = operand_size(mode, p);
-    Ok(Op::BitCount {
-        kind,
-        size,
-        dst,
-        src,
-    })
+    Ok(Op::BitCount { kind, size, dst, src })
 }
 
 /// 0F 38: only F2 0F 38 F0/F1 (crc32) is completed.
@@ -298,11 +293,7 @@ fn map_0f38(cur: &mut Cursor, mode: CpuMode, p: &Prefixes) -> Result<Op, Unrecog
     }
     let (dst, src) = modrm(cur, p)?;
     // F0 takes r/m8 even with 66; F1 takes r/m16/32/64 (SDM vol. 2 CRC32).
-    let src_size = if op == 0xf0 {
-        Size::B8
-    } else {
-        operand_size(mode, p)
-    };
+    let src_size = if op == 0xf0 { Size::B8 } else { operand_size(mode, p) };
     let dst_size = if mode.long_mode_64 && p.w() {
         Size::B64
     } else {

@@ -22,12 +22,7 @@ const CR4_TSD: u64 = 1 << 2;
 const CR4_OSXSAVE: u64 = 1 << 18;
 
 /// Completes `insn` against `regs` (a scratch copy).
-pub(crate) fn execute(
-    insn: &Insn,
-    mode: CpuMode,
-    regs: &mut Regs,
-    cpu: &mut dyn CpuState,
-) -> Outcome {
+pub(crate) fn execute(insn: &Insn, mode: CpuMode, regs: &mut Regs, cpu: &mut dyn CpuState) -> Outcome {
     let kind = insn.op.kind();
     if regs.rflags & VM != 0 {
         // A 64-bit guest cannot be in virtual-8086 mode; its IOPL rules are not modelled.
@@ -55,12 +50,7 @@ pub(crate) fn execute(
         Op::Clac | Op::Stac => smap(insn, mode, regs),
         Op::Xgetbv => xgetbv(kind, insn.len, mode, regs, cpu),
         Op::Rdtscp => rdtscp(kind, insn.len, mode, regs, cpu),
-        Op::BitCount {
-            kind,
-            size,
-            dst,
-            src,
-        } => bit_count(insn, kind, size, dst, src, mode, regs),
+        Op::BitCount { kind, size, dst, src } => bit_count(insn, kind, size, dst, src, mode, regs),
         Op::Crc32 {
             dst_size,
             src_size,
@@ -71,11 +61,7 @@ pub(crate) fn execute(
                 return unhandled(kind, MEMORY);
             };
             let data = alu::read_gpr(regs, src, src_size, insn.rex);
-            let crc = alu::crc32c(
-                alu::read_gpr(regs, dst, Size::B32, insn.rex),
-                data,
-                src_size,
-            );
+            let crc = alu::crc32c(alu::read_gpr(regs, dst, Size::B32, insn.rex), data, src_size);
             // The result is 32 bits; a 64-bit destination gets zeros above (SDM CRC32).
             alu::write_gpr(regs, dst, dst_size, crc);
             advance(regs, mode, insn.len);
@@ -202,15 +188,7 @@ fn write_edx_eax(regs: &mut Regs, value: u64) {
 /// popcnt / lzcnt / tzcnt, register forms. Flags per SDM: popcnt sets ZF = (src == 0) and
 /// clears the others; lzcnt/tzcnt set CF = (src == 0) and ZF = (result == 0), and the flags
 /// the SDM leaves undefined are cleared.
-fn bit_count(
-    insn: &Insn,
-    kind: Kind,
-    size: Size,
-    dst: u8,
-    src: Operand,
-    mode: CpuMode,
-    regs: &mut Regs,
-) -> Outcome {
+fn bit_count(insn: &Insn, kind: Kind, size: Size, dst: u8, src: Operand, mode: CpuMode, regs: &mut Regs) -> Outcome {
     let Operand::Reg(src) = src else {
         return unhandled(kind, MEMORY);
     };

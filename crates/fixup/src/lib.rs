@@ -109,11 +109,7 @@ pub enum Outcome {
     },
     /// `int n`: rip was already advanced past the instruction; inject a software interrupt
     /// with this vector (KVM rejects exception injection of vectors above 31) and length.
-    InjectSoftInterrupt {
-        kind: Kind,
-        vector: u8,
-        insn_len: u8,
-    },
+    InjectSoftInterrupt { kind: Kind, vector: u8, insn_len: u8 },
     /// Cannot complete: the VM must stop. `regs` are untouched. `mnemonic` is a best-effort
     /// name of the instruction (e.g. "xsave"); `reason` says why it is not completed.
     Unhandled {
@@ -141,9 +137,7 @@ impl Outcome {
 pub fn fix_up(bytes: &[u8], mode: CpuMode, regs: &mut Regs, cpu: &mut dyn CpuState) -> Outcome {
     let insn = match decode::decode(bytes, mode) {
         Ok(insn) => insn,
-        Err(names::Unrecognised { mnemonic, reason }) => {
-            return Outcome::Unhandled { mnemonic, reason }
-        }
+        Err(names::Unrecognised { mnemonic, reason }) => return Outcome::Unhandled { mnemonic, reason },
     };
     // Work on a copy so that no path can leave half-written registers behind an Unhandled.
     let mut next = *regs;

@@ -19,26 +19,22 @@ const fn unrec(mnemonic: &'static str, reason: &'static str) -> Unrecognised {
 }
 
 pub(crate) const EMPTY: Unrecognised = unrec("unknown", "no instruction bytes were supplied");
-pub(crate) const TRUNCATED: Unrecognised = unrec(
-    "unknown",
-    "the instruction bytes end before the instruction does",
-);
+pub(crate) const TRUNCATED: Unrecognised = unrec("unknown", "the instruction bytes end before the instruction does");
 pub(crate) const TOO_LONG: Unrecognised = unrec(
     "unknown",
     "instruction is longer than 15 bytes (the CPU would raise #GP)",
 );
 
-pub(crate) const MEMORY: &str = "memory operands need guest page-table walks and guest memory access, which the fix-up does not do";
+pub(crate) const MEMORY: &str =
+    "memory operands need guest page-table walks and guest memory access, which the fix-up does not do";
 const UNKNOWN: &str = "instruction is not one the fix-up completes";
 const PREFIX: &str = "this prefix combination is not one the fix-up completes";
 const XSTATE: &str = "needs guest memory access and the guest's extended (XSAVE) state";
 const XSETBV: &str = "writing XCRs needs KVM_SET_XCRS; the fix-up does not complete it";
-const HYPERCALL: &str =
-    "hypercalls are not available to this guest (on PVM hosts they hang the vCPU)";
+const HYPERCALL: &str = "hypercalls are not available to this guest (on PVM hosts they hang the vCPU)";
 const VMX_SVM: &str = "virtualization instructions are not available to this guest";
 const CMPXCHG: &str = "needs an atomic guest memory access";
-const SSE: &str =
-    "SSE instructions need the guest's vector registers, which the fix-up does not model";
+const SSE: &str = "SSE instructions need the guest's vector registers, which the fix-up does not model";
 const AVX: &str = "AVX (VEX/EVEX/XOP) instructions need the guest's vector registers, which the fix-up does not model";
 const X87: &str = "x87 instructions need the guest's FPU state, which the fix-up does not model";
 const INT1: &str = "int1 (icebp) has debug-exception semantics the fix-up does not model";

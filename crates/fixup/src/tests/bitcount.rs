@@ -40,10 +40,7 @@ fn popcnt_64_32_16() {
     );
     assert_eq!(r.gpr[0], 3);
     // popcnt ax, cx (66 before or after F3): merges into rax.
-    for bytes in [
-        [0x66, 0xf3, 0x0f, 0xb8, 0xc1],
-        [0xf3, 0x66, 0x0f, 0xb8, 0xc1],
-    ] {
+    for bytes in [[0x66, 0xf3, 0x0f, 0xb8, 0xc1], [0xf3, 0x66, 0x0f, 0xb8, 0xc1]] {
         let r = completed(&bytes, long64(), with(1, 0xf_ff0f), Kind::Popcnt, 5);
         assert_eq!(r.gpr[0], (regs().gpr[0] & !0xffff) | 12);
     }
@@ -60,13 +57,7 @@ fn popcnt_64_32_16() {
 
 #[test]
 fn popcnt_zero_sets_only_zf() {
-    let r = completed(
-        &[0xf3, 0x48, 0x0f, 0xb8, 0xc1],
-        long64(),
-        with(1, 0),
-        Kind::Popcnt,
-        5,
-    );
+    let r = completed(&[0xf3, 0x48, 0x0f, 0xb8, 0xc1], long64(), with(1, 0), Kind::Popcnt, 5);
     assert_eq!(r.gpr[0], 0);
     assert_eq!(r.rflags & ALL_STATUS, ZF);
     // Zero in the low 32 bits is zero for a 32-bit popcnt.
@@ -84,13 +75,7 @@ fn popcnt_zero_sets_only_zf() {
 fn rex_r_and_b_select_r8_to_r15() {
     // popcnt r9, r10 (REX.WRB)
     let before = with(10, 0xf0f0);
-    let r = completed(
-        &[0xf3, 0x4d, 0x0f, 0xb8, 0xca],
-        long64(),
-        before,
-        Kind::Popcnt,
-        5,
-    );
+    let r = completed(&[0xf3, 0x4d, 0x0f, 0xb8, 0xca], long64(), before, Kind::Popcnt, 5);
     assert_eq!(r.gpr[9], 8);
     assert_eq!(r.gpr[1], before.gpr[1], "rcx untouched");
     // popcnt r15d, eax (REX.R): 32-bit write zero-extends r15.
@@ -138,13 +123,7 @@ fn rex_before_a_legacy_prefix_is_ignored() {
 #[test]
 fn sizes_outside_64_bit_mode() {
     // 32-bit code: default 32, 66 → 16.
-    let r = completed(
-        &[0xf3, 0x0f, 0xb8, 0xc1],
-        prot32(),
-        with(1, u64::MAX),
-        Kind::Popcnt,
-        4,
-    );
+    let r = completed(&[0xf3, 0x0f, 0xb8, 0xc1], prot32(), with(1, u64::MAX), Kind::Popcnt, 4);
     assert_eq!(r.gpr[0], 32);
     let r = completed(
         &[0x66, 0xf3, 0x0f, 0xb8, 0xc1],
@@ -155,13 +134,7 @@ fn sizes_outside_64_bit_mode() {
     );
     assert_eq!(r.gpr[0] & 0xffff, 16);
     // 16-bit code: default 16, 66 → 32.
-    let r = completed(
-        &[0xf3, 0x0f, 0xb8, 0xc1],
-        code16(),
-        with(1, u64::MAX),
-        Kind::Popcnt,
-        4,
-    );
+    let r = completed(&[0xf3, 0x0f, 0xb8, 0xc1], code16(), with(1, u64::MAX), Kind::Popcnt, 4);
     assert_eq!(r.gpr[0], (regs().gpr[0] & !0xffff) | 16);
     let r = completed(
         &[0x66, 0xf3, 0x0f, 0xb8, 0xc1],
@@ -178,21 +151,9 @@ fn sizes_outside_64_bit_mode() {
 #[test]
 fn lzcnt_flags_and_sizes() {
     // lzcnt rax, rcx
-    let r = completed(
-        &[0xf3, 0x48, 0x0f, 0xbd, 0xc1],
-        long64(),
-        with(1, 1),
-        Kind::Lzcnt,
-        5,
-    );
+    let r = completed(&[0xf3, 0x48, 0x0f, 0xbd, 0xc1], long64(), with(1, 1), Kind::Lzcnt, 5);
     assert_eq!((r.gpr[0], r.rflags & ALL_STATUS), (63, 0));
-    let r = completed(
-        &[0xf3, 0x48, 0x0f, 0xbd, 0xc1],
-        long64(),
-        with(1, 0),
-        Kind::Lzcnt,
-        5,
-    );
+    let r = completed(&[0xf3, 0x48, 0x0f, 0xbd, 0xc1], long64(), with(1, 0), Kind::Lzcnt, 5);
     assert_eq!((r.gpr[0], r.rflags & ALL_STATUS), (64, CF));
     let r = completed(
         &[0xf3, 0x48, 0x0f, 0xbd, 0xc1],
@@ -234,29 +195,11 @@ fn tzcnt_flags_and_sizes() {
         5,
     );
     assert_eq!((r.gpr[2], r.rflags & ALL_STATUS), (40, 0));
-    let r = completed(
-        &[0xf3, 0x48, 0x0f, 0xbc, 0xd3],
-        long64(),
-        with(3, 1),
-        Kind::Tzcnt,
-        5,
-    );
+    let r = completed(&[0xf3, 0x48, 0x0f, 0xbc, 0xd3], long64(), with(3, 1), Kind::Tzcnt, 5);
     assert_eq!((r.gpr[2], r.rflags & ALL_STATUS), (0, ZF));
-    let r = completed(
-        &[0xf3, 0x0f, 0xbc, 0xd3],
-        long64(),
-        with(3, 1 << 40),
-        Kind::Tzcnt,
-        4,
-    );
+    let r = completed(&[0xf3, 0x0f, 0xbc, 0xd3], long64(), with(3, 1 << 40), Kind::Tzcnt, 4);
     assert_eq!((r.gpr[2], r.rflags & ALL_STATUS), (32, CF));
-    let r = completed(
-        &[0x66, 0xf3, 0x0f, 0xbc, 0xd3],
-        long64(),
-        with(3, 0),
-        Kind::Tzcnt,
-        5,
-    );
+    let r = completed(&[0x66, 0xf3, 0x0f, 0xbc, 0xd3], long64(), with(3, 0), Kind::Tzcnt, 5);
     assert_eq!((r.gpr[2] & 0xffff, r.rflags & ALL_STATUS), (16, CF));
 }
 
@@ -281,38 +224,14 @@ fn reference_check_over_many_values() {
         x ^= x >> 7;
         x ^= x << 17;
         let v = x >> (x % 61);
-        let pop = completed(
-            &[0xf3, 0x48, 0x0f, 0xb8, 0xc1],
-            long64(),
-            with(1, v),
-            Kind::Popcnt,
-            5,
-        );
-        let lz = completed(
-            &[0xf3, 0x48, 0x0f, 0xbd, 0xc1],
-            long64(),
-            with(1, v),
-            Kind::Lzcnt,
-            5,
-        );
-        let tz = completed(
-            &[0xf3, 0x48, 0x0f, 0xbc, 0xc1],
-            long64(),
-            with(1, v),
-            Kind::Tzcnt,
-            5,
-        );
+        let pop = completed(&[0xf3, 0x48, 0x0f, 0xb8, 0xc1], long64(), with(1, v), Kind::Popcnt, 5);
+        let lz = completed(&[0xf3, 0x48, 0x0f, 0xbd, 0xc1], long64(), with(1, v), Kind::Lzcnt, 5);
+        let tz = completed(&[0xf3, 0x48, 0x0f, 0xbc, 0xc1], long64(), with(1, v), Kind::Tzcnt, 5);
         assert_eq!(pop.gpr[0], u64::from(v.count_ones()));
         assert_eq!(lz.gpr[0], u64::from(v.leading_zeros()));
         assert_eq!(tz.gpr[0], u64::from(v.trailing_zeros()));
         let low = u32::try_from(v & 0xffff_ffff).unwrap_or(0);
-        let pop32 = completed(
-            &[0xf3, 0x0f, 0xb8, 0xc1],
-            long64(),
-            with(1, v),
-            Kind::Popcnt,
-            4,
-        );
+        let pop32 = completed(&[0xf3, 0x0f, 0xb8, 0xc1], long64(), with(1, v), Kind::Popcnt, 4);
         assert_eq!(pop32.gpr[0], u64::from(low.count_ones()));
     }
 }

@@ -39,10 +39,7 @@ fn int3_rip_wraps_at_eip_and_ip() {
     };
     run(&[0xcc], prot32(), &mut r);
     assert_eq!(r.rip, 0);
-    let mut r = Regs {
-        rip: 0xffff,
-        ..regs()
-    };
+    let mut r = Regs { rip: 0xffff, ..regs() };
     run(&[0xcc], code16(), &mut r);
     assert_eq!(r.rip, 0);
     let mut r = Regs {
@@ -99,10 +96,7 @@ fn into_traps_only_on_overflow_and_not_in_64_bit_mode() {
         }
     );
     assert_eq!(r.rip, (before.rip + 1) & 0xffff_ffff);
-    let r = Regs {
-        rip: 0x1000,
-        ..regs()
-    };
+    let r = Regs { rip: 0x1000, ..regs() };
     completed(&[0xce], prot32(), r, Kind::Into, 1);
 }
 
@@ -240,16 +234,7 @@ fn rdtscp_without_tsc_aux_stops_the_vm_untouched() {
         ..MockCpu::default()
     };
     let out = crate::fix_up(&[0x0f, 0x01, 0xf9], long64(), &mut r, &mut cpu);
-    assert!(
-        matches!(
-            out,
-            Outcome::Unhandled {
-                mnemonic: "rdtscp",
-                ..
-            }
-        ),
-        "{out:?}"
-    );
+    assert!(matches!(out, Outcome::Unhandled { mnemonic: "rdtscp", .. }), "{out:?}");
     assert_eq!(r, before);
 }
 
@@ -270,13 +255,7 @@ fn virtual_8086_mode_is_unhandled() {
     };
     let before = r;
     let out = run(&[0xcc], prot32(), &mut r);
-    assert!(matches!(
-        out,
-        Outcome::Unhandled {
-            mnemonic: "int3",
-            ..
-        }
-    ));
+    assert!(matches!(out, Outcome::Unhandled { mnemonic: "int3", .. }));
     assert_eq!(r, before);
 }
 

@@ -58,13 +58,7 @@ fn source_sizes_match_bytewise() {
     let bytewise = |n: usize| {
         let mut crc = init;
         for b in data.to_le_bytes().iter().take(n) {
-            crc = crc_step(
-                &[0xf2, 0x0f, 0x38, 0xf0, 0xc1],
-                long64(),
-                crc,
-                u64::from(*b),
-            )
-            .gpr[0];
+            crc = crc_step(&[0xf2, 0x0f, 0x38, 0xf0, 0xc1], long64(), crc, u64::from(*b)).gpr[0];
         }
         crc
     };
@@ -77,10 +71,7 @@ fn source_sizes_match_bytewise() {
         crc_step(&[0xf2, 0x0f, 0x38, 0xf1, 0xc1], long64(), init, data).gpr[0],
         bytewise(4)
     );
-    assert_eq!(
-        crc_step(&CRC32_RAX_RCX, long64(), init, data).gpr[0],
-        bytewise(8)
-    );
+    assert_eq!(crc_step(&CRC32_RAX_RCX, long64(), init, data).gpr[0], bytewise(8));
     assert_eq!(
         crc_step(&[0x66, 0xf2, 0x0f, 0x38, 0xf0, 0xc1], long64(), init, data).gpr[0],
         bytewise(1)
@@ -114,30 +105,12 @@ fn byte_registers_ah_versus_spl() {
     let mut r0 = regs();
     r0.gpr[Regs::RAX] = 0;
     r0.gpr[Regs::RCX] = 0;
-    let from_zero_byte = completed(
-        &[0xf2, 0x0f, 0x38, 0xf0, 0xc1],
-        long64(),
-        r0,
-        Kind::Crc32,
-        5,
-    );
+    let from_zero_byte = completed(&[0xf2, 0x0f, 0x38, 0xf0, 0xc1], long64(), r0, Kind::Crc32, 5);
     assert_eq!(ah.gpr[0], from_zero_byte.gpr[0]);
     // crc32 eax, spl (REX 40: rm = 4 is SPL = 0x11).
-    let spl = completed(
-        &[0xf2, 0x40, 0x0f, 0x38, 0xf0, 0xc4],
-        long64(),
-        r,
-        Kind::Crc32,
-        6,
-    );
+    let spl = completed(&[0xf2, 0x40, 0x0f, 0x38, 0xf0, 0xc4], long64(), r, Kind::Crc32, 6);
     r0.gpr[Regs::RCX] = 0x11;
-    let from_11 = completed(
-        &[0xf2, 0x0f, 0x38, 0xf0, 0xc1],
-        long64(),
-        r0,
-        Kind::Crc32,
-        5,
-    );
+    let from_11 = completed(&[0xf2, 0x0f, 0x38, 0xf0, 0xc1], long64(), r0, Kind::Crc32, 5);
     assert_eq!(spl.gpr[0], from_11.gpr[0]);
     assert_ne!(spl.gpr[0], ah.gpr[0]);
 }
@@ -147,20 +120,8 @@ fn rex_r_b_and_flags_untouched() {
     // crc32 r9d, r8d (REX.RB)
     let mut r = regs();
     r.rflags = 0x8d7; // status flags are not affected by crc32
-    let via_r = completed(
-        &[0xf2, 0x45, 0x0f, 0x38, 0xf1, 0xc8],
-        long64(),
-        r,
-        Kind::Crc32,
-        6,
-    );
-    let expected = crc_step(
-        &[0xf2, 0x0f, 0x38, 0xf1, 0xc1],
-        long64(),
-        r.gpr[9],
-        r.gpr[8],
-    )
-    .gpr[0];
+    let via_r = completed(&[0xf2, 0x45, 0x0f, 0x38, 0xf1, 0xc8], long64(), r, Kind::Crc32, 6);
+    let expected = crc_step(&[0xf2, 0x0f, 0x38, 0xf1, 0xc1], long64(), r.gpr[9], r.gpr[8]).gpr[0];
     assert_eq!(via_r.gpr[9], expected);
     assert_eq!(via_r.gpr[9] >> 32, 0, "32-bit destination zero-extends");
     assert_eq!(via_r.gpr[8], r.gpr[8]);

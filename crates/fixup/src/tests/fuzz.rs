@@ -20,8 +20,8 @@ impl XorShift {
 
 /// Bytes that steer random input into the decoder's interesting paths.
 const INTERESTING: [u8; 24] = [
-    0x66, 0x67, 0xf0, 0xf2, 0xf3, 0x2e, 0x40, 0x48, 0x4d, 0x0f, 0x01, 0x38, 0xb8, 0xbc, 0xbd, 0xf0,
-    0xf1, 0xca, 0xcb, 0xd0, 0xf9, 0xcc, 0xcd, 0x9b,
+    0x66, 0x67, 0xf0, 0xf2, 0xf3, 0x2e, 0x40, 0x48, 0x4d, 0x0f, 0x01, 0x38, 0xb8, 0xbc, 0xbd, 0xf0, 0xf1, 0xca, 0xcb,
+    0xd0, 0xf9, 0xcc, 0xcd, 0x9b,
 ];
 
 fn random_bytes(rng: &mut XorShift) -> Vec<u8> {
@@ -77,19 +77,14 @@ fn random_input_never_panics_and_keeps_promises() {
                 assert_eq!(after, before, "{bytes:02x?} unhandled must not touch regs");
                 assert!(!mnemonic.is_empty() && !reason.is_empty());
             }
-            Outcome::InjectException {
-                vector: 6 | 7 | 13, ..
-            } => {
+            Outcome::InjectException { vector: 6 | 7 | 13, .. } => {
                 seen[1] += 1;
                 assert_eq!(after, before, "{bytes:02x?} fault must not touch regs");
             }
             Outcome::InjectException { .. } | Outcome::Completed(_) => {
                 seen[2] += 1;
                 if mode.long_mode_64 {
-                    assert!(
-                        (1..=15).contains(&rip_delta),
-                        "{bytes:02x?}: rip moved {rip_delta}"
-                    );
+                    assert!((1..=15).contains(&rip_delta), "{bytes:02x?}: rip moved {rip_delta}");
                 }
             }
             Outcome::InjectSoftInterrupt { insn_len, .. } => {

@@ -106,19 +106,9 @@ pub(super) fn run(bytes: &[u8], mode: CpuMode, regs: &mut Regs) -> Outcome {
 
 /// Runs `bytes` on `before`, asserts it completed as `kind` and advanced rip by `len`,
 /// and returns the resulting registers.
-pub(super) fn completed(
-    bytes: &[u8],
-    mode: CpuMode,
-    before: Regs,
-    kind: crate::Kind,
-    len: u64,
-) -> Regs {
+pub(super) fn completed(bytes: &[u8], mode: CpuMode, before: Regs, kind: crate::Kind, len: u64) -> Regs {
     let mut after = before;
-    assert_eq!(
-        run(bytes, mode, &mut after),
-        Outcome::Completed(kind),
-        "{bytes:02x?}"
-    );
+    assert_eq!(run(bytes, mode, &mut after), Outcome::Completed(kind), "{bytes:02x?}");
     let ip_mask = match (mode.long_mode_64, mode.default_32) {
         (true, _) => u64::MAX,
         (false, true) => 0xffff_ffff,
@@ -137,10 +127,7 @@ pub(super) fn unhandled(bytes: &[u8], mode: CpuMode, mnemonic: &str) -> &'static
     let before = regs();
     let mut after = before;
     match run(bytes, mode, &mut after) {
-        Outcome::Unhandled {
-            mnemonic: m,
-            reason,
-        } => {
+        Outcome::Unhandled { mnemonic: m, reason } => {
             assert_eq!(m, mnemonic, "{bytes:02x?}: {reason}");
             assert_eq!(after, before);
             assert!(!reason.is_empty());

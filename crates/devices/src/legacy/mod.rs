@@ -1,0 +1,7 @@
+//! Legacy PC devices: the 16550 UART on COM1 and the i8042 controller (used by guests to reset).
+
+pub mod i8042;
+pub mod serial;
+
+pub use i8042::I8042;
+pub use serial::SerialConsole;

@@ -1,0 +1,103 @@
+//! COM1: a 16550A UART (vm-superio's state machine) on the port bus.
+//!
+//! Output goes to any `Write` sink (the VMM's stdout); input is pushed by the VMM's event loop
+//! with [`SerialConsole::enqueue_input`]. Interrupts go through an [`EventFdTrigger`] (irqfd).
+
+use std::io::Write;
+
+use bus::BusDevice;
+use vm_superio::serial::NoEvents;
+use vm_superio::Serial;
+
+use crate::interrupt::EventFdTrigger;
+
+/// Standard PC port of COM1 and its 8 registers.
+pub const COM1_PORT: u64 = 0x3f8;
+pub const COM1_LEN: u64 = 8;
+/// ISA IRQ line of COM1.
+pub const COM1_IRQ: u32 = 4;
+
+pub struct SerialConsole {
+    uart: Serial<EventFdTrigger, NoEvents, Box<dyn Write + Send>>,
+}
+
+impl SerialConsole {
+    pub fn new(irq: EventFdTrigger, out: Box<dyn Write + Send>) -> Self {
+        Self {
+            uart: Serial::new(irq, out),
+        }
+    }
+
+    /// Queues bytes typed on the host for the guest to read; returns how many fit in the FIFO.
+    pub fn enqueue_input(&mut self, bytes: &[u8]) -> usize {
+        self.uart.enqueue_raw_bytes(bytes).unwrap_or(0)
+    }
+
+    /// Room left in the receive FIFO: the event loop stops reading stdin while this is 0.
+    pub fn input_room(&self) -> usize {
+        self.uart.fifo_capacity()
+    }
+}
+
+impl BusDevice for SerialConsole {
+    fn read(&mut self, offset: u64, data: &mut [u8]) {
+        match (u8::try_from(offset), data.len()) {
+            (Ok(off), 1) => data[0] = self.uart.read(off),
+            _ => data.fill(0xff),
+        }
+    }
+
+    fn write(&mut self, offset: u64, data: &[u8]) {
+        if let (Ok(off), [value]) = (u8::try_from(offset), data) {
+            // A failed write to the host's stdout (closed pipe) loses console output, which
+            // must not stop the guest.
+            let _ = self.uart.write(off, *value);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+    use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+
+    #[derive(Clone, Default)]
+    struct Sink(Arc<Mutex<Vec<u8>>>);
+    impl Write for Sink {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn transmits_bytes_and_receives_input_with_interrupt() {
+        let evt = EventFd::new(EFD_NONBLOCK).unwrap();
+        let irq = EventFdTrigger::new(evt.try_clone().unwrap());
+        let sink = Sink::default();
+        let mut com = SerialConsole::new(irq, Box::new(sink.clone()));
+        for b in b"hi" {
+            com.write(0, &[*b]);
+        }
+        assert_eq!(&*sink.0.lock().unwrap(), b"hi");
+        // Enable the received-data interrupt (IER bit 0), then push input.
+        com.write(1, &[1]);
+        assert_eq!(com.enqueue_input(b"x"), 1);
+        assert!(evt.read().unwrap() >= 1);
+        let mut lsr = [0u8];
+        com.read(5, &mut lsr);
+        assert_eq!(lsr[0] & 1, 1, "data ready");
+        let mut rbr = [0u8];
+        com.read(0, &mut rbr);
+        assert_eq!(rbr[0], b'x');
+        // Wide or out-of-range accesses are ignored, not a crash.
+        com.write(0, &[1, 2]);
+        let mut wide = [0u8; 4];
+        com.read(0, &mut wide);
+        assert_eq!(wide, [0xff; 4]);
+    }
+}

@@ -1,0 +1,10 @@
+//! Device models for hearth guests.
+//!
+//! Each device is a state machine behind the [`bus::BusDevice`] interface; devices raise
+//! interrupts through an [`Interrupt`] trigger (an irqfd in a real VM, a counter in tests) and
+//! never touch KVM directly.
+
+pub mod interrupt;
+pub mod legacy;
+
+pub use interrupt::{EventFdTrigger, Interrupt};

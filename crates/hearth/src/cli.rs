@@ -1,0 +1,227 @@
+//! Command-line interface: `hearth run ...`.
+
+use std::fs::File;
+use std::os::fd::FromRawFd;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use vmm::config::DEFAULT_CMDLINE;
+use vmm::loader::BootProtocol;
+use vmm::vstate::exits::render_table;
+use vmm::{ConsoleIo, VmConfig, VmExit};
+
+use crate::exit_code;
+use crate::terminal::RawTerminal;
+
+const AFTER_HELP: &str = "\
+Exit codes: 0 guest shut down (poweroff/reboot), 1 error, 2 usage, 3 guest triple fault,
+4 vCPU stopped on an exit hearth cannot complete, 5 --timeout passed, 128+N signal N.
+Console: the guest's serial port is on stdin/stdout; type Ctrl-A x to stop the VM.";
+
+#[derive(Parser, Debug)]
+#[command(name = "hearth", version, about = "hearth: a microVM monitor for Linux/KVM", after_help = AFTER_HELP)]
+pub struct Cli {
+    /// Log level for hearth's own messages (error, warn, info, debug, trace).
+    #[arg(long, global = true, value_parser = parse_level)]
+    pub log_level: Option<log::LevelFilter>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+fn parse_level(s: &str) -> Result<log::LevelFilter, String> {
+    s.parse()
+        .map_err(|_| format!("unknown log level '{s}' (error, warn, info, debug, trace, off)"))
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Boot a microVM and attach its serial console to this terminal.
+    Run(RunArgs),
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug)]
+pub enum Protocol {
+    Auto,
+    Pvh,
+    Linux64,
+}
+
+#[derive(Args, Debug)]
+#[command(after_help = AFTER_HELP)]
+pub struct RunArgs {
+    /// Guest kernel: ELF vmlinux or bzImage [default: the guest built by guest/build.sh].
+    #[arg(long, value_name = "PATH")]
+    pub kernel: Option<PathBuf>,
+    /// Initial ramdisk [default with the default kernel: its initramfs].
+    #[arg(long, value_name = "PATH")]
+    pub initrd: Option<PathBuf>,
+    /// Kernel command line [default: "console=ttyS0 reboot=k panic=-1 rodata=off"].
+    #[arg(long, value_name = "STR")]
+    pub cmdline: Option<String>,
+    /// Number of vCPUs.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub vcpus: u32,
+    /// Guest memory in MiB.
+    #[arg(long, default_value_t = 128, value_name = "MIB")]
+    pub memory: u64,
+    /// Boot protocol for ELF kernels.
+    #[arg(long, value_enum, default_value_t = Protocol::Auto)]
+    pub boot_protocol: Protocol,
+    /// Print per-vCPU exit statistics when the VM ends.
+    #[arg(long)]
+    pub stats: bool,
+    /// Stop the VM after this many seconds (exit code 5).
+    #[arg(long, value_name = "SECS")]
+    pub timeout: Option<f64>,
+    /// Command for the guest's init to run instead of a shell (passed after " -- ").
+    #[arg(last = true, value_name = "GUEST_CMD")]
+    pub guest_cmd: Vec<String>,
+}
+
+#[derive(Debug)]
+struct CliError(String);
+impl std::fmt::Display for CliError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+impl std::error::Error for CliError {}
+
+/// Where guest/build.sh leaves the default guest.
+pub fn default_guest_dir() -> PathBuf {
+    if let Some(c) = std::env::var_os("HEARTH_CACHE") {
+        return PathBuf::from(c).join("guest/default");
+    }
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/root"));
+    home.join(".cache/hearth/guest/default")
+}
+
+fn quote_for_init(arg: &str) -> String {
+    // The kernel splits init's argv on spaces and honours double quotes only.
+    if arg.is_empty() || arg.contains(char::is_whitespace) {
+        format!("\"{arg}\"")
+    } else {
+        arg.to_string()
+    }
+}
+
+fn resolve(args: &RunArgs) -> Result<VmConfig, CliError> {
+    let (kernel, initrd) = match &args.kernel {
+        Some(k) => (k.clone(), args.initrd.clone()),
+        None => {
+            let dir = default_guest_dir();
+            let k = dir.join("vmlinux");
+            if !k.exists() {
+                return Err(CliError(format!(
+                    "no --kernel given and the default guest is not built ({} missing): run guest/build.sh",
+                    k.display()
+                )));
+            }
+            (k, args.initrd.clone().or_else(|| Some(dir.join("initramfs.cpio"))))
+        }
+    };
+    if args.guest_cmd.iter().any(|a| a.contains('"')) {
+        return Err(CliError(
+            "guest command arguments cannot contain '\"' (the kernel command line has no escape for it)".into(),
+        ));
+    }
+    let mut cmdline = args.cmdline.clone().unwrap_or_else(|| DEFAULT_CMDLINE.to_string());
+    if !args.guest_cmd.is_empty() {
+        let cmd: Vec<String> = args.guest_cmd.iter().map(|a| quote_for_init(a)).collect();
+        cmdline = format!("{cmdline} -- {}", cmd.join(" "));
+    }
+    let vcpus = u8::try_from(args.vcpus.min(255)).unwrap_or(u8::MAX);
+    if args.vcpus > 255 {
+        return Err(CliError(format!(
+            "--vcpus {} is more than hearth supports (254)",
+            args.vcpus
+        )));
+    }
+    Ok(VmConfig {
+        kernel,
+        initrd,
+        cmdline,
+        vcpus,
+        mem_mib: args.memory,
+        boot_protocol: match args.boot_protocol {
+            Protocol::Auto => BootProtocol::Auto,
+            Protocol::Pvh => BootProtocol::Pvh,
+            Protocol::Linux64 => BootProtocol::Linux64,
+        },
+    })
+}
+
+fn stdout_unbuffered() -> File {
+    // SAFETY: dup(1) returns a new fd (or -1, checked) that the File then owns.
+    let fd = unsafe { libc::dup(1) };
+    if fd < 0 {
+        // No stdout: write console output nowhere rather than fail.
+        return File::options()
+            .write(true)
+            .open("/dev/null")
+            .unwrap_or_else(|_| std::process::abort());
+    }
+    // SAFETY: `fd` is a fresh descriptor owned by nobody else.
+    unsafe { File::from_raw_fd(fd) }
+}
+
+pub fn run(args: RunArgs, started: Instant) -> Result<u8, Box<dyn std::error::Error>> {
+    let config = resolve(&args)?;
+    let deadline = args.timeout.map(|s| Duration::from_secs_f64(s.max(0.0)));
+    check_readable(&config.kernel, "kernel")?;
+    let vmm = vmm::build_linux(
+        &config,
+        ConsoleIo {
+            output: Box::new(stdout_unbuffered()),
+            input: Some(0),
+        },
+    )?;
+    let summary = {
+        let _raw = RawTerminal::enter();
+        vmm.run(deadline)
+    };
+    let (code, msg) = match &summary.exit {
+        VmExit::GuestShutdown => (exit_code::GUEST_SHUTDOWN, None),
+        VmExit::TripleFault => (
+            exit_code::TRIPLE_FAULT,
+            Some("guest triple fault (CPU shutdown)".to_string()),
+        ),
+        VmExit::Failed(m) => (exit_code::VCPU_FAILED, Some(m.clone())),
+        VmExit::Timeout => (exit_code::TIMEOUT, Some("--timeout passed; VM stopped".to_string())),
+        VmExit::Signal(s) => (
+            exit_code::SIGNAL_BASE.saturating_add(u8::try_from(*s).unwrap_or(0)),
+            Some(format!("stopped by signal {s}")),
+        ),
+    };
+    if let Some(m) = msg {
+        eprintln!("hearth: {m}");
+    }
+    if args.stats {
+        let first = summary.stats.iter().filter_map(|s| s.first_run).min();
+        eprintln!(
+            "hearth: exit statistics ({} vCPUs, host {}):",
+            summary.stats.len(),
+            vmm::host::HostProfile::detect().kind
+        );
+        eprint!("{}", render_table(&summary.stats));
+        if let Some(f) = first {
+            eprintln!(
+                "first KVM_RUN: {:.3} ms after start",
+                f.duration_since(started).as_secs_f64() * 1e3
+            );
+        }
+        eprintln!("VM lifetime: {:.3} s", started.elapsed().as_secs_f64());
+    }
+    Ok(code)
+}
+
+fn check_readable(path: &Path, what: &str) -> Result<(), CliError> {
+    match std::fs::metadata(path) {
+        Ok(m) if m.is_dir() => Err(CliError(format!("{what} {} is a directory", path.display()))),
+        Ok(_) => Ok(()),
+        Err(e) => Err(CliError(format!("cannot open {what} {}: {e}", path.display()))),
+    }
+}

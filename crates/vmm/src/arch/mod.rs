@@ -1,0 +1,9 @@
+//! x86_64 machine description: memory layout, boot protocols, CPUID, MSRs, MP table.
+//! Everything here is pure data construction over guest memory; no vCPU threads, no devices.
+
+pub mod boot;
+pub mod cpuid;
+pub mod layout;
+pub mod mptable;
+pub mod msr;
+pub mod regs;

@@ -1,0 +1,90 @@
+//! What a user asks for: the machine configuration, validated before anything is built.
+
+use std::path::PathBuf;
+
+use crate::loader::BootProtocol;
+
+/// hearth's default command line for Linux guests (host-specific switches are added by the
+/// builder from [`crate::host::HostProfile`]). `reboot=k`: reset through the i8042, which ends
+/// the VM cleanly; `panic=-1`: reboot at once on panic instead of hanging.
+pub const DEFAULT_CMDLINE: &str = "console=ttyS0 reboot=k panic=-1 rodata=off";
+
+#[derive(Clone, Debug)]
+pub struct VmConfig {
+    pub kernel: PathBuf,
+    pub initrd: Option<PathBuf>,
+    pub cmdline: String,
+    pub vcpus: u8,
+    pub mem_mib: u64,
+    pub boot_protocol: BootProtocol,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    #[error("--vcpus must be at least 1")]
+    NoVcpus,
+    #[error("--vcpus {asked} is more than this host supports ({max})")]
+    TooManyVcpus { asked: u32, max: u32 },
+    #[error("--memory must be at least 1 MiB")]
+    NoMemory,
+    #[error("--memory {asked} MiB is more than this host's {host} MiB of RAM")]
+    TooMuchMemory { asked: u64, host: u64 },
+}
+
+/// Checks the vCPU count against the host's maximum (KVM_CAP_MAX_VCPUS, and 254 for the MP
+/// table's 8-bit APIC IDs with one ID kept for the IOAPIC).
+pub fn check_vcpus(asked: u32, kvm_max: u32) -> Result<u8, ConfigError> {
+    let max = kvm_max.min(254);
+    match asked {
+        0 => Err(ConfigError::NoVcpus),
+        n if n > max => Err(ConfigError::TooManyVcpus { asked: n, max }),
+        n => Ok(u8::try_from(n).unwrap_or(u8::MAX)),
+    }
+}
+
+/// Checks guest memory against the host's physical RAM. hearth does overcommit across VMs
+/// (balloon, KSM), but one guest larger than the whole host is a typo, not a plan.
+pub fn check_memory(mem_mib: u64, host_mib: u64) -> Result<u64, ConfigError> {
+    match mem_mib {
+        0 => Err(ConfigError::NoMemory),
+        m if m > host_mib => Err(ConfigError::TooMuchMemory {
+            asked: m,
+            host: host_mib,
+        }),
+        m => Ok(m),
+    }
+}
+
+/// The host's physical RAM in MiB.
+pub fn host_ram_mib() -> u64 {
+    // SAFETY: sysconf has no memory-safety preconditions.
+    let pages = unsafe { libc::sysconf(libc::_SC_PHYS_PAGES) };
+    // SAFETY: as above.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    (u64::try_from(pages).unwrap_or(0) * u64::try_from(page).unwrap_or(0)) >> 20
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vcpu_limits() {
+        assert_eq!(check_vcpus(0, 8), Err(ConfigError::NoVcpus));
+        assert_eq!(check_vcpus(1, 8), Ok(1));
+        assert_eq!(check_vcpus(8, 8), Ok(8));
+        assert_eq!(check_vcpus(9, 8), Err(ConfigError::TooManyVcpus { asked: 9, max: 8 }));
+        assert_eq!(
+            check_vcpus(300, 1024),
+            Err(ConfigError::TooManyVcpus { asked: 300, max: 254 })
+        );
+    }
+
+    #[test]
+    fn memory_limits() {
+        assert_eq!(check_memory(0, 1024), Err(ConfigError::NoMemory));
+        assert_eq!(check_memory(128, 1024), Ok(128));
+        assert!(check_memory(2048, 1024).unwrap_err().to_string().contains("1024 MiB"));
+        assert!(host_ram_mib() > 0);
+    }
+}

@@ -1,0 +1,154 @@
+//! A machine under construction: KVM, guest memory, the VM with its interrupt controllers, and
+//! the two buses. The builder (for Linux) and the tiny-guest tests both start from here, add
+//! devices, then call [`Machine::start`] to create the vCPUs and get a running [`Vmm`].
+
+use std::sync::atomic::AtomicBool;
+use std::sync::{mpsc, Arc};
+
+use bus::{Bus, BusError, SharedDevice};
+use kvm_ioctls::{Cap, Kvm};
+use vm_memory::GuestMemoryMmap;
+use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+
+use crate::arch::regs::EntryMode;
+use crate::host::HostProfile;
+use crate::vmm::{Console, Vmm, VmmError};
+use crate::vstate::memory::{create_guest_memory, MemoryError};
+use crate::vstate::vcpu::{install_kick_handler, Vcpu, VcpuError};
+use crate::vstate::vm::{open_kvm, Vm, VmError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum MachineError {
+    #[error(transparent)]
+    Vm(#[from] VmError),
+    #[error(transparent)]
+    Memory(#[from] MemoryError),
+    #[error(transparent)]
+    Vcpu(#[from] VcpuError),
+    #[error("cannot place a device on the {bus} bus")]
+    Bus {
+        bus: &'static str,
+        #[source]
+        source: BusError,
+    },
+    #[error("cannot create an eventfd")]
+    EventFd(#[source] std::io::Error),
+    #[error(transparent)]
+    Vmm(#[from] VmmError),
+}
+
+/// How application processors start.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ApStart {
+    /// Wait for INIT/SIPI from the guest's boot processor, as on real hardware (Linux).
+    WaitForSipi,
+    /// Start at the same entry state as the boot processor (tiny test guests).
+    SameEntry,
+}
+
+pub struct Machine {
+    pub kvm: Kvm,
+    pub vm: Vm,
+    pub memory: GuestMemoryMmap,
+    pub host: HostProfile,
+    pub vcpus: u8,
+    pio: Bus,
+    mmio: Bus,
+    reset_evt: EventFd,
+}
+
+impl Machine {
+    /// Opens /dev/kvm and creates a VM with `mem_size` bytes of RAM for `vcpus` vCPUs.
+    pub fn new(vcpus: u8, mem_size: u64) -> Result<Self, MachineError> {
+        let kvm = open_kvm()?;
+        let memory = create_guest_memory(mem_size)?;
+        let vm = Vm::new(&kvm, &memory)?;
+        let reset_evt = EventFd::new(EFD_NONBLOCK).map_err(MachineError::EventFd)?;
+        Ok(Self {
+            kvm,
+            vm,
+            memory,
+            host: HostProfile::detect(),
+            vcpus,
+            pio: Bus::new(),
+            mmio: Bus::new(),
+            reset_evt,
+        })
+    }
+
+    /// Largest vCPU count KVM accepts on this host.
+    pub fn max_vcpus(kvm: &Kvm) -> u32 {
+        let max = kvm.check_extension_int(Cap::MaxVcpus);
+        let max = if max > 0 {
+            max
+        } else {
+            kvm.check_extension_int(Cap::NrVcpus)
+        };
+        u32::try_from(max).unwrap_or(1).max(1)
+    }
+
+    pub fn insert_pio(&mut self, dev: SharedDevice, base: u64, len: u64) -> Result<(), MachineError> {
+        self.pio.insert(dev, base, len).map_err(|source| MachineError::Bus {
+            bus: "port I/O",
+            source,
+        })
+    }
+
+    pub fn insert_mmio(&mut self, dev: SharedDevice, base: u64, len: u64) -> Result<(), MachineError> {
+        self.mmio
+            .insert(dev, base, len)
+            .map_err(|source| MachineError::Bus { bus: "MMIO", source })
+    }
+
+    /// An eventfd wired as an irqfd to interrupt line `gsi`.
+    pub fn irq_evt(&self, gsi: u32) -> Result<EventFd, MachineError> {
+        let evt = EventFd::new(EFD_NONBLOCK).map_err(MachineError::EventFd)?;
+        self.vm.register_irqfd(&evt, gsi)?;
+        Ok(evt)
+    }
+
+    /// The eventfd a device writes to when the guest resets the machine (ends the VM).
+    pub fn reset_evt(&self) -> Result<EventFd, MachineError> {
+        self.reset_evt.try_clone().map_err(MachineError::EventFd)
+    }
+
+    /// Creates the vCPUs, puts the boot processor at `entry`, starts every vCPU thread and
+    /// returns the running VMM. `console` connects the host terminal to the guest's serial port.
+    pub fn start(self, entry: EntryMode, aps: ApStart, console: Option<Console>) -> Result<Vmm, MachineError> {
+        install_kick_handler()?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let pio = Arc::new(self.pio);
+        let mmio = Arc::new(self.mmio);
+        let mut vcpus = Vec::with_capacity(usize::from(self.vcpus));
+        for id in 0..self.vcpus {
+            let vcpu = Vcpu::new(
+                &self.kvm,
+                &self.vm,
+                id,
+                self.vcpus,
+                &self.host,
+                pio.clone(),
+                mmio.clone(),
+                stop.clone(),
+            )?;
+            if id == 0 || aps == ApStart::SameEntry {
+                vcpu.set_boot_state(&self.memory, entry)?;
+            }
+            if id != 0 && aps == ApStart::SameEntry {
+                vcpu.set_runnable()?;
+            }
+            vcpus.push(vcpu);
+        }
+        let (tx, rx) = mpsc::channel();
+        Ok(Vmm::start(
+            self.vm,
+            self.memory,
+            vcpus,
+            stop,
+            tx,
+            rx,
+            self.reset_evt,
+            console,
+        )?)
+    }
+}

@@ -1,0 +1,315 @@
+//! The running VMM: vCPU threads plus the main thread's event loop.
+//!
+//! The event loop (epoll) waits for: a vCPU stopping, the guest's reset request (i8042),
+//! SIGINT/SIGTERM (through a signalfd; the signals are blocked in every thread), host input for
+//! the serial console, and an optional deadline. Whatever comes first decides the [`VmExit`];
+//! then every vCPU is stopped and joined, and the exit statistics are collected.
+
+use std::io::Read;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, Sender};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use devices::legacy::SerialConsole;
+use vm_memory::GuestMemoryMmap;
+use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
+use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+use vmm_sys_util::signal::Killable;
+
+use crate::vstate::exits::ExitStats;
+use crate::vstate::vcpu::{kick_signal, StopReason, Vcpu};
+use crate::vstate::vm::Vm;
+
+#[derive(Debug, thiserror::Error)]
+pub enum VmmError {
+    #[error("cannot set up the event loop")]
+    Epoll(#[source] std::io::Error),
+    #[error("cannot create an eventfd")]
+    EventFd(#[source] std::io::Error),
+    #[error("cannot block SIGINT/SIGTERM for the signalfd")]
+    Signals(#[source] std::io::Error),
+    #[error("cannot start the thread of vCPU {0}")]
+    Spawn(u8, #[source] std::io::Error),
+}
+
+/// How the VM ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum VmExit {
+    /// The guest reset or powered off the machine (its way to shut down: `reboot`/`poweroff`).
+    GuestShutdown,
+    /// A vCPU triple-faulted.
+    TripleFault,
+    /// The host sent this signal (SIGINT/SIGTERM), or the user typed the console escape.
+    Signal(i32),
+    /// The deadline given to [`Vmm::run`] passed.
+    Timeout,
+    /// A vCPU hit something hearth cannot handle; the message says what and where.
+    Failed(String),
+}
+
+/// Result of a VM run.
+#[derive(Debug)]
+pub struct RunSummary {
+    pub exit: VmExit,
+    /// Per-vCPU exit counters, indexed by vCPU id.
+    pub stats: Vec<ExitStats>,
+}
+
+/// The host side of the serial console: the UART and the host's input fd.
+pub struct Console {
+    pub serial: Arc<Mutex<SerialConsole>>,
+    /// Host input (usually stdin); `None` runs without input.
+    pub input: Option<RawFd>,
+}
+
+type VcpuReport = (u8, StopReason, ExitStats);
+
+pub struct Vmm {
+    // The VM and its memory must outlive the vCPU threads.
+    _vm: Vm,
+    _memory: GuestMemoryMmap,
+    threads: Vec<JoinHandle<()>>,
+    stop: Arc<AtomicBool>,
+    reports: Receiver<VcpuReport>,
+    vcpu_exit_evt: EventFd,
+    reset_evt: EventFd,
+    console: Option<Console>,
+    /// Reports received by the event loop before shutdown.
+    early: Vec<VcpuReport>,
+}
+
+const TOKEN_VCPU: u64 = 1;
+const TOKEN_RESET: u64 = 2;
+const TOKEN_SIGNAL: u64 = 3;
+const TOKEN_INPUT: u64 = 4;
+
+/// Ctrl-A, then 'x': leave the VM from the console (as QEMU's -nographic).
+const ESCAPE: u8 = 0x01;
+
+impl Vmm {
+    pub(crate) fn start(
+        vm: Vm,
+        memory: GuestMemoryMmap,
+        vcpus: Vec<Vcpu>,
+        stop: Arc<AtomicBool>,
+        tx: Sender<VcpuReport>,
+        rx: Receiver<VcpuReport>,
+        reset_evt: EventFd,
+        console: Option<Console>,
+    ) -> Result<Self, VmmError> {
+        block_exit_signals()?;
+        let vcpu_exit_evt = EventFd::new(EFD_NONBLOCK).map_err(VmmError::EventFd)?;
+        let mut threads = Vec::new();
+        for vcpu in vcpus {
+            let id = vcpu.id();
+            let tx = tx.clone();
+            let evt = vcpu_exit_evt.try_clone().map_err(VmmError::EventFd)?;
+            let t = std::thread::Builder::new()
+                .name(format!("vcpu{id}"))
+                .spawn(move || {
+                    let (reason, stats) = vcpu.run();
+                    let _ = tx.send((id, reason, stats));
+                    let _ = evt.write(1);
+                })
+                .map_err(|e| VmmError::Spawn(id, e))?;
+            threads.push(t);
+        }
+        Ok(Self {
+            _vm: vm,
+            _memory: memory,
+            threads,
+            stop,
+            reports: rx,
+            vcpu_exit_evt,
+            reset_evt,
+            console,
+            early: Vec::new(),
+        })
+    }
+
+    /// Runs until the VM ends (or `deadline` passes), then stops and joins every vCPU.
+    pub fn run(mut self, deadline: Option<Duration>) -> RunSummary {
+        let exit = match self.event_loop(deadline) {
+            Ok(exit) => exit,
+            Err(e) => VmExit::Failed(format!("event loop: {e}")),
+        };
+        let stats = self.shutdown();
+        RunSummary { exit, stats }
+    }
+
+    fn event_loop(&mut self, deadline: Option<Duration>) -> std::io::Result<VmExit> {
+        let started = Instant::now();
+        let epoll = Epoll::new()?;
+        let sigfd = signalfd()?;
+        let add = |fd: RawFd, token: u64| epoll.ctl(ControlOperation::Add, fd, EpollEvent::new(EventSet::IN, token));
+        add(self.vcpu_exit_evt.as_raw_fd(), TOKEN_VCPU)?;
+        add(self.reset_evt.as_raw_fd(), TOKEN_RESET)?;
+        add(sigfd.as_raw_fd(), TOKEN_SIGNAL)?;
+        let input = self.console.as_ref().and_then(|c| c.input);
+        if let Some(fd) = input {
+            // A regular file or /dev/null cannot be polled; such input is simply not read.
+            if add(fd, TOKEN_INPUT).is_err() {
+                log::debug!("console input fd {fd} cannot be polled; running without input");
+            }
+        }
+        let mut escape = false;
+        let mut pending: Vec<u8> = Vec::new();
+        let mut events = vec![EpollEvent::default(); 8];
+        loop {
+            let mut timeout_ms: i32 = -1;
+            if let Some(d) = deadline {
+                let left = d.saturating_sub(started.elapsed());
+                if left.is_zero() {
+                    return Ok(VmExit::Timeout);
+                }
+                timeout_ms = i32::try_from(left.as_millis()).unwrap_or(i32::MAX).max(1);
+            }
+            if !pending.is_empty() {
+                // The guest has not drained its receive FIFO yet: retry soon.
+                timeout_ms = if timeout_ms < 0 { 10 } else { timeout_ms.min(10) };
+                self.feed_console(&mut pending);
+            }
+            let n = match epoll.wait(timeout_ms, &mut events) {
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            for ev in &events[..n] {
+                match ev.data() {
+                    TOKEN_VCPU => {
+                        let _ = self.vcpu_exit_evt.read();
+                        while let Ok((id, reason, stats)) = self.reports.try_recv() {
+                            let exit = match &reason {
+                                StopReason::Stopped => None,
+                                StopReason::GuestReset | StopReason::GuestPowerOff => Some(VmExit::GuestShutdown),
+                                StopReason::TripleFault => Some(VmExit::TripleFault),
+                                StopReason::Failed(m) => Some(VmExit::Failed(m.clone())),
+                            };
+                            self.early.push((id, reason, stats));
+                            if let Some(exit) = exit {
+                                return Ok(exit);
+                            }
+                        }
+                    }
+                    TOKEN_RESET => {
+                        let _ = self.reset_evt.read();
+                        return Ok(VmExit::GuestShutdown);
+                    }
+                    TOKEN_SIGNAL => {
+                        let mut info = [0u8; 128];
+                        let mut f = std::fs::File::from(sigfd.try_clone()?);
+                        if f.read(&mut info)? >= 4 {
+                            let signo = i32::from_ne_bytes([info[0], info[1], info[2], info[3]]);
+                            return Ok(VmExit::Signal(signo));
+                        }
+                    }
+                    TOKEN_INPUT => {
+                        let Some(fd) = input else { continue };
+                        let mut buf = [0u8; 256];
+                        // SAFETY: reading into a local buffer of the given length from an fd the
+                        // console owner keeps open for the VM's lifetime.
+                        let r = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+                        if r <= 0 {
+                            // EOF or error: stop watching the input, keep the VM running.
+                            let _ = epoll.ctl(ControlOperation::Delete, fd, EpollEvent::default());
+                            continue;
+                        }
+                        for &b in &buf[..usize::try_from(r).unwrap_or(0)] {
+                            if escape {
+                                escape = false;
+                                match b {
+                                    b'x' | b'X' => return Ok(VmExit::Signal(libc::SIGINT)),
+                                    ESCAPE => pending.push(ESCAPE),
+                                    other => pending.extend_from_slice(&[ESCAPE, other]),
+                                }
+                            } else if b == ESCAPE {
+                                escape = true;
+                            } else {
+                                pending.push(b);
+                            }
+                        }
+                        self.feed_console(&mut pending);
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    fn feed_console(&self, pending: &mut Vec<u8>) {
+        if let Some(c) = &self.console {
+            let mut serial = c.serial.lock().unwrap_or_else(|e| e.into_inner());
+            let n = serial.enqueue_input(pending);
+            pending.drain(..n.min(pending.len()));
+        }
+    }
+
+    /// Stops every vCPU thread (kicking it out of KVM_RUN) and returns their counters.
+    fn shutdown(&mut self) -> Vec<ExitStats> {
+        self.stop.store(true, Ordering::Release);
+        let mut reports: Vec<VcpuReport> = std::mem::take(&mut self.early);
+        let n = self.threads.len();
+        let kick_deadline = Instant::now() + Duration::from_secs(10);
+        while reports.len() < n && Instant::now() < kick_deadline {
+            for t in &self.threads {
+                if !t.is_finished() {
+                    let _ = t.kill(kick_signal());
+                }
+            }
+            if let Ok(r) = self.reports.recv_timeout(Duration::from_millis(20)) {
+                reports.push(r);
+            }
+        }
+        for t in self.threads.drain(..) {
+            if t.is_finished() {
+                let _ = t.join();
+            } else {
+                log::error!("a vCPU thread did not stop within 10 s; leaving it behind");
+            }
+        }
+        let mut stats = vec![ExitStats::default(); n];
+        for (id, _, s) in reports {
+            if let Some(slot) = stats.get_mut(usize::from(id)) {
+                *slot = s;
+            }
+        }
+        stats
+    }
+}
+
+fn exit_sigset() -> libc::sigset_t {
+    // SAFETY: sigemptyset/sigaddset initialise and modify a local sigset_t.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        set
+    }
+}
+
+/// Blocks SIGINT/SIGTERM in this thread (and so in the vCPU threads it spawns), so that they
+/// are only ever seen through the event loop's signalfd.
+fn block_exit_signals() -> Result<(), VmmError> {
+    let set = exit_sigset();
+    // SAFETY: `set` is a valid sigset; a null old-set pointer is allowed.
+    let r = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
+    if r != 0 {
+        return Err(VmmError::Signals(std::io::Error::from_raw_os_error(r)));
+    }
+    Ok(())
+}
+
+fn signalfd() -> std::io::Result<OwnedFd> {
+    let set = exit_sigset();
+    // SAFETY: `set` is a valid sigset; -1 asks for a new fd.
+    let fd = unsafe { libc::signalfd(-1, &set, libc::SFD_NONBLOCK | libc::SFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: `fd` was just returned by signalfd and is owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}

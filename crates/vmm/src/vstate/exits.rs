@@ -1,0 +1,138 @@
+//! Exit statistics: how often each vCPU trapped to the VMM, and why (the trap-and-emulate view
+//! of a running guest). Counted by the vCPU thread that owns them, read once it has stopped.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+/// Why `KVM_RUN` returned, as hearth counts it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum ExitKind {
+    IoIn,
+    IoOut,
+    MmioRead,
+    MmioWrite,
+    /// I/O to an address no device claims.
+    Unmapped,
+    Hlt,
+    /// KVM_RUN interrupted by a signal (a kick from the VMM) or asked to retry.
+    Interrupted,
+    /// An instruction the host's emulator could not run; `fixups` says which.
+    EmulationFailure,
+    Shutdown,
+    SystemEvent,
+    Other,
+}
+
+impl ExitKind {
+    pub const ALL: [ExitKind; 11] = [
+        ExitKind::IoIn,
+        ExitKind::IoOut,
+        ExitKind::MmioRead,
+        ExitKind::MmioWrite,
+        ExitKind::Unmapped,
+        ExitKind::Hlt,
+        ExitKind::Interrupted,
+        ExitKind::EmulationFailure,
+        ExitKind::Shutdown,
+        ExitKind::SystemEvent,
+        ExitKind::Other,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            ExitKind::IoIn => "io_in",
+            ExitKind::IoOut => "io_out",
+            ExitKind::MmioRead => "mmio_read",
+            ExitKind::MmioWrite => "mmio_write",
+            ExitKind::Unmapped => "unmapped_io",
+            ExitKind::Hlt => "hlt",
+            ExitKind::Interrupted => "interrupted",
+            ExitKind::EmulationFailure => "emulation_failure",
+            ExitKind::Shutdown => "shutdown",
+            ExitKind::SystemEvent => "system_event",
+            ExitKind::Other => "other",
+        }
+    }
+}
+
+/// One vCPU's counters.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ExitStats {
+    counts: [u64; ExitKind::ALL.len()],
+    /// Completed instruction fix-ups by kind (e.g. "int3" → 1).
+    pub fixups: BTreeMap<&'static str, u64>,
+    /// When this vCPU first entered `KVM_RUN`.
+    pub first_run: Option<std::time::Instant>,
+}
+
+impl ExitStats {
+    pub fn count(&mut self, kind: ExitKind) {
+        self.counts[kind as usize] += 1;
+    }
+    pub fn count_fixup(&mut self, name: &'static str) {
+        *self.fixups.entry(name).or_default() += 1;
+    }
+    pub fn get(&self, kind: ExitKind) -> u64 {
+        self.counts[kind as usize]
+    }
+    pub fn total(&self) -> u64 {
+        self.counts.iter().sum()
+    }
+}
+
+/// Renders a table of all vCPUs' counters (rows: exit kinds with a non-zero count).
+pub fn render_table(stats: &[ExitStats]) -> String {
+    let mut out = String::new();
+    let _ = write!(out, "{:<20}", "exit reason");
+    for i in 0..stats.len() {
+        let _ = write!(out, " {:>12}", format!("vcpu{i}"));
+    }
+    out.push('\n');
+    let mut row = |name: &str, vals: Vec<u64>| {
+        if vals.iter().any(|v| *v != 0) {
+            let _ = write!(out, "{name:<20}");
+            for v in vals {
+                let _ = write!(out, " {v:>12}");
+            }
+            out.push('\n');
+        }
+    };
+    for k in ExitKind::ALL {
+        row(k.name(), stats.iter().map(|s| s.get(k)).collect());
+    }
+    let mut fixups: Vec<&'static str> = stats.iter().flat_map(|s| s.fixups.keys().copied()).collect();
+    fixups.sort_unstable();
+    fixups.dedup();
+    for f in fixups {
+        row(
+            &format!("  fixup {f}"),
+            stats.iter().map(|s| s.fixups.get(f).copied().unwrap_or(0)).collect(),
+        );
+    }
+    row("total", stats.iter().map(ExitStats::total).collect());
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_and_renders() {
+        let mut a = ExitStats::default();
+        a.count(ExitKind::IoOut);
+        a.count(ExitKind::IoOut);
+        a.count(ExitKind::EmulationFailure);
+        a.count_fixup("int3");
+        let mut b = ExitStats::default();
+        b.count(ExitKind::MmioRead);
+        assert_eq!(a.get(ExitKind::IoOut), 2);
+        assert_eq!(a.total(), 3);
+        let t = render_table(&[a, b]);
+        assert!(t.contains("io_out"));
+        assert!(t.contains("fixup int3"));
+        assert!(!t.contains("hlt"), "zero rows are omitted");
+        let total = t.lines().last().unwrap();
+        assert!(total.starts_with("total") && total.ends_with(" 1"));
+    }
+}

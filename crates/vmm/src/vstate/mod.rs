@@ -1,0 +1,8 @@
+//! KVM state of the machine: the VM (memory slots, irqchip, PIT, irqfds) and its vCPUs
+//! (threads running `KVM_RUN`, exit dispatch, instruction fix-ups, exit statistics).
+
+pub mod exits;
+pub mod fixups;
+pub mod memory;
+pub mod vcpu;
+pub mod vm;

@@ -1,0 +1,123 @@
+//! The KVM VM: memory slots, the in-kernel interrupt controllers and PIT, and irqfds.
+
+use kvm_bindings::{kvm_pit_config, kvm_userspace_memory_region, KVM_PIT_SPEAKER_DUMMY};
+use kvm_ioctls::{Kvm, VmFd};
+use vm_memory::{GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
+use vmm_sys_util::eventfd::EventFd;
+
+use crate::arch::layout::{KVM_IDENTITY_MAP_ADDR, KVM_TSS_ADDR};
+
+#[derive(Debug, thiserror::Error)]
+pub enum VmError {
+    #[error("cannot open /dev/kvm")]
+    OpenKvm(#[source] kvm_ioctls::Error),
+    #[error("KVM API version {0} is not supported (need 12)")]
+    ApiVersion(i32),
+    #[error("KVM lacks a required capability: {0}")]
+    MissingCap(&'static str),
+    #[error("cannot create the VM")]
+    CreateVm(#[source] kvm_ioctls::Error),
+    #[error("cannot register guest memory slot {slot} at {addr:#x}")]
+    MemorySlot {
+        slot: u32,
+        addr: u64,
+        #[source]
+        source: kvm_ioctls::Error,
+    },
+    #[error("cannot set up {what}")]
+    Setup {
+        what: &'static str,
+        #[source]
+        source: kvm_ioctls::Error,
+    },
+    #[error("cannot register irqfd for GSI {gsi}")]
+    Irqfd {
+        gsi: u32,
+        #[source]
+        source: kvm_ioctls::Error,
+    },
+}
+
+fn setup(what: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> VmError {
+    move |source| VmError::Setup { what, source }
+}
+
+/// Opens /dev/kvm and checks what hearth relies on.
+pub fn open_kvm() -> Result<Kvm, VmError> {
+    let kvm = Kvm::new().map_err(VmError::OpenKvm)?;
+    let v = kvm.get_api_version();
+    if v != 12 {
+        return Err(VmError::ApiVersion(v));
+    }
+    use kvm_ioctls::Cap;
+    for (cap, name) in [
+        (Cap::Irqchip, "KVM_CAP_IRQCHIP"),
+        (Cap::Irqfd, "KVM_CAP_IRQFD"),
+        (Cap::Ioeventfd, "KVM_CAP_IOEVENTFD"),
+        (Cap::UserMemory, "KVM_CAP_USER_MEMORY"),
+        (Cap::SetTssAddr, "KVM_CAP_SET_TSS_ADDR"),
+        (Cap::Pit2, "KVM_CAP_PIT2"),
+        (Cap::ExtCpuid, "KVM_CAP_EXT_CPUID"),
+    ] {
+        if !kvm.check_extension(cap) {
+            return Err(VmError::MissingCap(name));
+        }
+    }
+    Ok(kvm)
+}
+
+pub struct Vm {
+    fd: VmFd,
+}
+
+impl Vm {
+    /// Creates a VM with `memory` registered, an in-kernel IOAPIC/PIC/LAPIC and PIT.
+    pub fn new(kvm: &Kvm, memory: &GuestMemoryMmap) -> Result<Self, VmError> {
+        let fd = kvm.create_vm().map_err(VmError::CreateVm)?;
+        fd.set_tss_address(usize::try_from(KVM_TSS_ADDR).unwrap_or(usize::MAX))
+            .map_err(setup("the TSS address"))?;
+        fd.set_identity_map_address(KVM_IDENTITY_MAP_ADDR)
+            .map_err(setup("the identity map address"))?;
+        let vm = Self { fd };
+        vm.register_memory(memory)?;
+        vm.fd.create_irq_chip().map_err(setup("the in-kernel irqchip"))?;
+        let pit = kvm_pit_config {
+            flags: KVM_PIT_SPEAKER_DUMMY,
+            ..Default::default()
+        };
+        vm.fd.create_pit2(pit).map_err(setup("the in-kernel PIT"))?;
+        Ok(vm)
+    }
+
+    fn register_memory(&self, memory: &GuestMemoryMmap) -> Result<(), VmError> {
+        for (slot, region) in (0u32..).zip(memory.iter()) {
+            let addr = region.start_addr().0;
+            let mr = kvm_userspace_memory_region {
+                slot,
+                flags: 0,
+                guest_phys_addr: addr,
+                memory_size: region.len(),
+                userspace_addr: region.as_ptr() as u64,
+            };
+            // SAFETY: the region is a live mapping of `memory_size` bytes owned by `memory`,
+            // which the caller keeps alive (the Vmm holds it) for as long as the VM exists.
+            unsafe { self.fd.set_user_memory_region(mr) }.map_err(|source| VmError::MemorySlot {
+                slot,
+                addr,
+                source,
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Makes a write to `evt` raise interrupt line `gsi` (IOAPIC pin / PIC IRQ) without a vCPU exit.
+    pub fn register_irqfd(&self, evt: &EventFd, gsi: u32) -> Result<(), VmError> {
+        self.fd
+            .register_irqfd(evt, gsi)
+            .map_err(|source| VmError::Irqfd { gsi, source })
+    }
+
+    pub fn fd(&self) -> &VmFd {
+        &self.fd
+    }
+}
