@@ -9,10 +9,14 @@ use crate::arch::layout::{KVM_IDENTITY_MAP_ADDR, KVM_TSS_ADDR};
 
 #[derive(Debug, thiserror::Error)]
 pub enum VmError {
-    #[error("cannot open /dev/kvm")]
-    OpenKvm(#[source] kvm_ioctls::Error),
-    #[error("KVM API version {0} is not supported (need 12)")]
-    ApiVersion(i32),
+    #[error("cannot open {path} (is KVM available, and may this user open it?)")]
+    OpenKvm {
+        path: String,
+        #[source]
+        source: kvm_ioctls::Error,
+    },
+    #[error("{path} is not a usable KVM device (KVM API version {version}, need 12)")]
+    ApiVersion { path: String, version: i32 },
     #[error("KVM lacks a required capability: {0}")]
     MissingCap(&'static str),
     #[error("cannot create the VM")]
@@ -42,12 +46,20 @@ fn setup(what: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> VmError {
     move |source| VmError::Setup { what, source }
 }
 
-/// Opens /dev/kvm and checks what hearth relies on.
+/// The KVM device: /dev/kvm, or `HEARTH_KVM_DEVICE` when set (tests, unusual setups).
+pub fn kvm_device_path() -> String {
+    std::env::var("HEARTH_KVM_DEVICE").unwrap_or_else(|_| "/dev/kvm".to_string())
+}
+
+/// Opens the KVM device and checks what hearth relies on.
 pub fn open_kvm() -> Result<Kvm, VmError> {
-    let kvm = Kvm::new().map_err(VmError::OpenKvm)?;
-    let v = kvm.get_api_version();
-    if v != 12 {
-        return Err(VmError::ApiVersion(v));
+    let path = kvm_device_path();
+    let cpath = std::ffi::CString::new(path.clone())
+        .map_err(|_| VmError::OpenKvm { path: path.clone(), source: kvm_ioctls::Error::new(libc::EINVAL) })?;
+    let kvm = Kvm::new_with_path(&cpath).map_err(|source| VmError::OpenKvm { path: path.clone(), source })?;
+    let version = kvm.get_api_version();
+    if version != 12 {
+        return Err(VmError::ApiVersion { path, version });
     }
     use kvm_ioctls::Cap;
     for (cap, name) in [
