@@ -71,6 +71,13 @@ pub struct RunArgs {
     /// Print per-vCPU exit statistics when the VM ends.
     #[arg(long)]
     pub stats: bool,
+    /// Sample where the guest spends its time and print the top kernel functions at exit
+    /// (symbols from the ELF kernel).
+    #[arg(long)]
+    pub profile: bool,
+    /// Guest profiler sampling interval in milliseconds.
+    #[arg(long, default_value_t = 2, value_name = "MS", requires = "profile")]
+    pub profile_interval_ms: u64,
     /// Stop the VM after this many seconds (exit code 5).
     #[arg(long, value_name = "SECS")]
     pub timeout: Option<f64>,
@@ -151,6 +158,9 @@ fn resolve(args: &RunArgs) -> Result<VmConfig, CliError> {
             Protocol::Pvh => BootProtocol::Pvh,
             Protocol::Linux64 => BootProtocol::Linux64,
         },
+        profile_interval: args
+            .profile
+            .then(|| Duration::from_millis(args.profile_interval_ms.max(1))),
     })
 }
 
@@ -214,6 +224,20 @@ pub fn run(args: RunArgs, started: Instant) -> Result<u8, Box<dyn std::error::Er
             );
         }
         eprintln!("VM lifetime: {:.3} s", started.elapsed().as_secs_f64());
+    }
+    if args.profile {
+        let symbols = vmm::profile::SymbolTable::from_elf(&config.kernel);
+        if symbols.is_none() {
+            eprintln!(
+                "hearth: {} has no ELF symbol table; showing raw addresses",
+                config.kernel.display()
+            );
+        }
+        let samples: Vec<_> = summary.stats.iter().map(|s| s.samples.clone()).collect();
+        eprint!(
+            "{}",
+            vmm::profile::render(&vmm::profile::by_function(&samples, symbols.as_ref()), 40)
+        );
     }
     Ok(code)
 }

@@ -74,6 +74,7 @@ pub fn build_linux(config: &VmConfig, io: ConsoleIo) -> Result<Vmm, BuildError> 
     let mem_mib = check_memory(config.mem_mib, host_ram_mib())?;
     let mem_size = mem_mib << 20;
     let mut machine = Machine::new(vcpus, mem_size)?;
+    machine.profile_interval = config.profile_interval;
 
     let kernel = loader::load_kernel(&machine.memory, &config.kernel, config.boot_protocol)?;
     let initrd = match &config.initrd {

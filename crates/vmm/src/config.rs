@@ -17,6 +17,8 @@ pub struct VmConfig {
     pub vcpus: u8,
     pub mem_mib: u64,
     pub boot_protocol: BootProtocol,
+    /// Sample the guest's RIP at this interval (see `crate::profile`); `None` = off.
+    pub profile_interval: Option<std::time::Duration>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

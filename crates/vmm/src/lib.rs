@@ -15,6 +15,7 @@ pub mod config;
 pub mod host;
 pub mod loader;
 pub mod machine;
+pub mod profile;
 pub mod vmm;
 pub mod vstate;
 

@@ -3,7 +3,7 @@
 //! devices, then call [`Machine::start`] to create the vCPUs and get a running [`Vmm`].
 
 use std::sync::atomic::AtomicBool;
-use std::sync::{mpsc, Arc};
+use std::sync::Arc;
 
 use bus::{Bus, BusError, SharedDevice};
 use kvm_ioctls::{Cap, Kvm};
@@ -52,6 +52,8 @@ pub struct Machine {
     pub memory: GuestMemoryMmap,
     pub host: HostProfile,
     pub vcpus: u8,
+    /// Sample every vCPU's guest RIP at this interval (the guest profiler); `None` = off.
+    pub profile_interval: Option<std::time::Duration>,
     pio: Bus,
     mmio: Bus,
     reset_evt: EventFd,
@@ -70,6 +72,7 @@ impl Machine {
             memory,
             host: HostProfile::detect(),
             vcpus,
+            profile_interval: None,
             pio: Bus::new(),
             mmio: Bus::new(),
             reset_evt,
@@ -121,7 +124,7 @@ impl Machine {
         let mmio = Arc::new(self.mmio);
         let mut vcpus = Vec::with_capacity(usize::from(self.vcpus));
         for id in 0..self.vcpus {
-            let vcpu = Vcpu::new(
+            let mut vcpu = Vcpu::new(
                 &self.kvm,
                 &self.vm,
                 id,
@@ -131,6 +134,9 @@ impl Machine {
                 mmio.clone(),
                 stop.clone(),
             )?;
+            if self.profile_interval.is_some() {
+                vcpu.enable_profiling();
+            }
             if id == 0 || aps == ApStart::SameEntry {
                 vcpu.set_boot_state(&self.memory, entry)?;
             }
@@ -139,16 +145,15 @@ impl Machine {
             }
             vcpus.push(vcpu);
         }
-        let (tx, rx) = mpsc::channel();
-        Ok(Vmm::start(
-            self.vm,
-            self.memory,
+        let parts = crate::vmm::VmmParts {
+            vm: self.vm,
+            memory: self.memory,
             vcpus,
             stop,
-            tx,
-            rx,
-            self.reset_evt,
+            reset_evt: self.reset_evt,
             console,
-        )?)
+            profile_interval: self.profile_interval,
+        };
+        Ok(Vmm::start(parts)?)
     }
 }

@@ -8,7 +8,7 @@
 use std::io::Read;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{Receiver, Sender};
+use std::sync::mpsc::Receiver;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -67,6 +67,17 @@ pub struct Console {
 
 type VcpuReport = (u8, StopReason, ExitStats);
 
+/// Everything a VMM is started from (built by [`crate::Machine::start`]).
+pub struct VmmParts {
+    pub vm: Vm,
+    pub memory: GuestMemoryMmap,
+    pub vcpus: Vec<Vcpu>,
+    pub stop: Arc<AtomicBool>,
+    pub reset_evt: EventFd,
+    pub console: Option<Console>,
+    pub profile_interval: Option<Duration>,
+}
+
 pub struct Vmm {
     // The VM and its memory must outlive the vCPU threads.
     _vm: Vm,
@@ -79,6 +90,7 @@ pub struct Vmm {
     console: Option<Console>,
     /// Reports received by the event loop before shutdown.
     early: Vec<VcpuReport>,
+    profiler: Option<JoinHandle<()>>,
 }
 
 const TOKEN_VCPU: u64 = 1;
@@ -90,16 +102,17 @@ const TOKEN_INPUT: u64 = 4;
 const ESCAPE: u8 = 0x01;
 
 impl Vmm {
-    pub(crate) fn start(
-        vm: Vm,
-        memory: GuestMemoryMmap,
-        vcpus: Vec<Vcpu>,
-        stop: Arc<AtomicBool>,
-        tx: Sender<VcpuReport>,
-        rx: Receiver<VcpuReport>,
-        reset_evt: EventFd,
-        console: Option<Console>,
-    ) -> Result<Self, VmmError> {
+    pub(crate) fn start(parts: VmmParts) -> Result<Self, VmmError> {
+        let VmmParts {
+            vm,
+            memory,
+            vcpus,
+            stop,
+            reset_evt,
+            console,
+            profile_interval,
+        } = parts;
+        let (tx, rx) = std::sync::mpsc::channel::<VcpuReport>();
         block_exit_signals()?;
         let vcpu_exit_evt = EventFd::new(EFD_NONBLOCK).map_err(VmmError::EventFd)?;
         let mut threads = Vec::new();
@@ -117,6 +130,10 @@ impl Vmm {
                 .map_err(|e| VmmError::Spawn(id, e))?;
             threads.push(t);
         }
+        let profiler = match profile_interval {
+            Some(interval) => Some(spawn_profiler(&threads, interval, stop.clone())?),
+            None => None,
+        };
         Ok(Self {
             _vm: vm,
             _memory: memory,
@@ -127,6 +144,7 @@ impl Vmm {
             reset_evt,
             console,
             early: Vec::new(),
+            profiler,
         })
     }
 
@@ -250,6 +268,10 @@ impl Vmm {
     /// Stops every vCPU thread (kicking it out of KVM_RUN) and returns their counters.
     fn shutdown(&mut self) -> Vec<ExitStats> {
         self.stop.store(true, Ordering::Release);
+        // The profiler signals vCPU threads by pthread id: it must be gone before they are joined.
+        if let Some(p) = self.profiler.take() {
+            let _ = p.join();
+        }
         let mut reports: Vec<VcpuReport> = std::mem::take(&mut self.early);
         let n = self.threads.len();
         let kick_deadline = Instant::now() + Duration::from_secs(10);
@@ -278,6 +300,29 @@ impl Vmm {
         }
         stats
     }
+}
+
+/// Kicks every vCPU thread every `interval` so that each records its guest RIP.
+fn spawn_profiler(
+    threads: &[JoinHandle<()>],
+    interval: Duration,
+    stop: Arc<AtomicBool>,
+) -> Result<JoinHandle<()>, VmmError> {
+    use std::os::unix::thread::JoinHandleExt;
+    let ids: Vec<libc::pthread_t> = threads.iter().map(|t| t.as_pthread_t()).collect();
+    std::thread::Builder::new()
+        .name("profiler".into())
+        .spawn(move || {
+            while !stop.load(Ordering::Acquire) {
+                std::thread::sleep(interval);
+                for id in &ids {
+                    // SAFETY: the vCPU threads are joined only after this thread has been joined
+                    // (Vmm::shutdown), so every id still names a live or unjoined thread.
+                    unsafe { libc::pthread_kill(*id, kick_signal()) };
+                }
+            }
+        })
+        .map_err(|e| VmmError::Spawn(u8::MAX, e))
 }
 
 fn exit_sigset() -> libc::sigset_t {

@@ -63,6 +63,8 @@ pub struct ExitStats {
     pub fixups: BTreeMap<&'static str, u64>,
     /// When this vCPU first entered `KVM_RUN`.
     pub first_run: Option<std::time::Instant>,
+    /// Guest RIP samples taken when the profiler kicked this vCPU (see `crate::profile`).
+    pub samples: crate::profile::Samples,
 }
 
 impl ExitStats {

@@ -73,6 +73,8 @@ pub struct Vcpu {
     mmio: Arc<Bus>,
     stop: Arc<AtomicBool>,
     stats: ExitStats,
+    /// Record the guest RIP at every kick (the sampling profiler is on).
+    profile: bool,
 }
 
 const APIC_LVT0: usize = 0x350;
@@ -127,6 +129,7 @@ impl Vcpu {
             mmio,
             stop,
             stats: ExitStats::default(),
+            profile: false,
         })
     }
 
@@ -161,6 +164,11 @@ impl Vcpu {
                 what: "set MP state",
                 source,
             })
+    }
+
+    /// Records the guest RIP each time the vCPU is kicked (by the profiler thread).
+    pub fn enable_profiling(&mut self) {
+        self.profile = true;
     }
 
     /// Direct access for tests and the fix-up path.
@@ -222,8 +230,12 @@ impl Vcpu {
                 )));
             }
             Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
-                // A kick (stop request) or an AP not yet started by SIPI: look at the stop flag.
-                self.fd.set_kvm_immediate_exit(0);
+                // A kick (stop request or profiler sample) or an AP not yet started by SIPI.
+                if self.profile && e.errno() == libc::EINTR {
+                    if let Ok(regs) = self.fd.get_regs() {
+                        *self.stats.samples.entry(regs.rip).or_default() += 1;
+                    }
+                }
                 ExitKind::Interrupted
             }
             Err(e) => return Some(StopReason::Failed(format!("vCPU {}: KVM_RUN failed: {e}", self.id))),

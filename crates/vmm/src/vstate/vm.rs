@@ -54,9 +54,14 @@ pub fn kvm_device_path() -> String {
 /// Opens the KVM device and checks what hearth relies on.
 pub fn open_kvm() -> Result<Kvm, VmError> {
     let path = kvm_device_path();
-    let cpath = std::ffi::CString::new(path.clone())
-        .map_err(|_| VmError::OpenKvm { path: path.clone(), source: kvm_ioctls::Error::new(libc::EINVAL) })?;
-    let kvm = Kvm::new_with_path(&cpath).map_err(|source| VmError::OpenKvm { path: path.clone(), source })?;
+    let cpath = std::ffi::CString::new(path.clone()).map_err(|_| VmError::OpenKvm {
+        path: path.clone(),
+        source: kvm_ioctls::Error::new(libc::EINVAL),
+    })?;
+    let kvm = Kvm::new_with_path(&cpath).map_err(|source| VmError::OpenKvm {
+        path: path.clone(),
+        source,
+    })?;
     let version = kvm.get_api_version();
     if version != 12 {
         return Err(VmError::ApiVersion { path, version });
