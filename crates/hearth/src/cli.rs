@@ -224,6 +224,13 @@ pub fn run(args: RunArgs, started: Instant) -> Result<u8, Box<dyn std::error::Er
             );
         }
         eprintln!("VM lifetime: {:.3} s", started.elapsed().as_secs_f64());
+        let m = summary.memory;
+        eprintln!(
+            "memory: process RSS {:.1} MiB, guest RAM resident {:.1} MiB, VMM overhead {:.1} MiB",
+            m.rss_bytes as f64 / 1048576.0,
+            m.guest_resident_bytes as f64 / 1048576.0,
+            m.overhead_bytes() as f64 / 1048576.0
+        );
     }
     if args.profile {
         let symbols = vmm::profile::SymbolTable::from_elf(&config.kernel);

@@ -56,6 +56,8 @@ pub struct RunSummary {
     pub exit: VmExit,
     /// Per-vCPU exit counters, indexed by vCPU id.
     pub stats: Vec<ExitStats>,
+    /// Process and guest memory at the end of the run.
+    pub memory: crate::vstate::residency::MemoryUsage,
 }
 
 /// The host side of the serial console: the UART and the host's input fd.
@@ -155,7 +157,8 @@ impl Vmm {
             Err(e) => VmExit::Failed(format!("event loop: {e}")),
         };
         let stats = self.shutdown();
-        RunSummary { exit, stats }
+        let memory = crate::vstate::residency::measure(&self._memory);
+        RunSummary { exit, stats, memory }
     }
 
     fn event_loop(&mut self, deadline: Option<Duration>) -> std::io::Result<VmExit> {

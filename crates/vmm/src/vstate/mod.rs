@@ -4,5 +4,6 @@
 pub mod exits;
 pub mod fixups;
 pub mod memory;
+pub mod residency;
 pub mod vcpu;
 pub mod vm;
