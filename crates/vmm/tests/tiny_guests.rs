@@ -108,6 +108,16 @@ fn lapic_timer_ticks_reach_the_guest() {
 }
 
 #[test]
+fn pit_ticks_reach_the_guest_through_the_pic() {
+    let (summary, log) = TestVm::new("pit", 1, 1).run(ApStart::SameEntry);
+    assert_eq!(summary.exit, VmExit::GuestShutdown, "log: {log:x?}");
+    // The main loop stops at 20, but a tick may land between its check and `cli`.
+    let ticks = report(&log, 0);
+    println!("pit: {ticks} ticks");
+    assert!((20..=21).contains(&ticks), "PIT ticks counted by the guest: {ticks}");
+}
+
+#[test]
 fn ring3_system_calls_reach_the_guest_kernel() {
     let (summary, log) = TestVm::new("syscall", 1, 1).run(ApStart::SameEntry);
     assert_eq!(summary.exit, VmExit::GuestShutdown, "log: {log:x?}");
@@ -151,11 +161,17 @@ fn smp_ids(vcpus: u8) -> Vec<(u64, u64)> {
     reports(&log, 0).iter().map(|v| (v & 0xff, (v >> 16) & 0xff)).collect()
 }
 
-fn check_smp(vcpus: u8) {
-    let kvm = open_kvm().expect("open KVM");
-    let max = Machine::max_vcpus(&kvm);
+/// False (with a note) when KVM on this host does not allow `vcpus` vCPUs.
+fn vcpus_allowed(vcpus: u8) -> bool {
+    let max = Machine::max_vcpus(&open_kvm().expect("open KVM"));
     if u32::from(vcpus) > max {
         println!("skipped: KVM allows only {max} vCPUs here");
+    }
+    u32::from(vcpus) <= max
+}
+
+fn check_smp(vcpus: u8) {
+    if !vcpus_allowed(vcpus) {
         return;
     }
     let ids = smp_ids(vcpus);
@@ -224,4 +240,21 @@ fn unhandleable_instruction_fails_with_rip_and_bytes() {
     assert!(msg.contains(&rip), "message lacks rip {rip}: {msg}");
     assert!(msg.contains("0f ae 27"), "message lacks the instruction bytes: {msg}");
     assert_eq!(reports(&log, 1), Vec::<u64>::new(), "execution went past xsave");
+}
+
+#[test]
+fn smp_aps_started_by_init_sipi_report_their_apic_ids() {
+    const VCPUS: u8 = 4;
+    if !vcpus_allowed(VCPUS) {
+        return;
+    }
+    let (summary, log) = TestVm::new("sipi", VCPUS, u32::from(VCPUS)).run(ApStart::WaitForSipi);
+    assert_eq!(summary.exit, VmExit::GuestShutdown, "reports: {log:x?}");
+    // The boot processor reports its ID; each AP its ID | 0x100 (it came through the trampoline).
+    let got: BTreeSet<u64> = reports(&log, 0).into_iter().collect();
+    let expect: BTreeSet<u64> = (0..u64::from(VCPUS))
+        .map(|id| if id == 0 { 0 } else { id | 0x100 })
+        .collect();
+    assert_eq!(got, expect);
+    assert_eq!(reports(&log, 0).len(), usize::from(VCPUS));
 }
