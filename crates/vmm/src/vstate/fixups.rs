@@ -123,7 +123,7 @@ pub fn handle_internal_error(fd: &mut VcpuFd, id: u8, stats: &mut ExitStats) -> 
     let kind = match outcome {
         Outcome::Unhandled { mnemonic, reason } => {
             return fail(format!(
-                "guest instruction the host cannot emulate at rip {rip:#x}: {mnemonic} ({reason}); bytes [{}]",
+                "guest instruction the host cannot emulate at rip {rip:#x}: {mnemonic} ({reason}); bytes fetched at rip: [{}]",
                 hex(&bytes)
             ));
         }
