@@ -1,6 +1,8 @@
 //! Bad input to `hearth run`: every case ends with one clear line on stderr and a non-zero exit
 //! code, never a panic. Uses the real binary and the real /dev/kvm.
 
+#![allow(clippy::unwrap_used)]
+
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Command, Output};

@@ -4,6 +4,8 @@
 //! userspace marker, the CPU count the guest sees, a command's output read back from the
 //! console, the command's exit status, and a clean exit (code 0) when the guest resets.
 
+#![allow(clippy::unwrap_used)]
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};

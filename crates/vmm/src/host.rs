@@ -7,6 +7,7 @@
 //! - CPUID feature bits are not honoured, so the guest is steered away from instructions the
 //!   emulator cannot run (xsave family, popcnt, clac/stac) with its own command-line switches;
 //!   anything it still executes is completed by the `fixup` crate at the exit.
+//!
 //! See docs/pvm.md for the measurements behind these choices.
 
 use std::path::Path;
@@ -58,6 +59,7 @@ impl HostProfile {
 }
 
 #[cfg(test)]
+#[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, clippy::cast_possible_wrap)]
 mod tests {
     use super::*;
 

@@ -236,6 +236,7 @@ pub fn load_cmdline(mem: &GuestMemoryMmap, cmdline: &str) -> Result<usize, LoadE
 }
 
 #[cfg(test)]
+#[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, clippy::cast_possible_wrap)]
 mod tests {
     use super::*;
     use std::io::Write;

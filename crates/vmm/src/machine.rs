@@ -14,7 +14,7 @@ use crate::arch::regs::EntryMode;
 use crate::host::HostProfile;
 use crate::vmm::{Console, Vmm, VmmError};
 use crate::vstate::memory::{create_guest_memory, MemoryError};
-use crate::vstate::vcpu::{install_kick_handler, Vcpu, VcpuError};
+use crate::vstate::vcpu::{install_kick_handler, Vcpu, VcpuError, VcpuShared};
 use crate::vstate::vm::{open_kvm, Vm, VmError};
 
 #[derive(Debug, thiserror::Error)]
@@ -130,9 +130,11 @@ impl Machine {
                 id,
                 self.vcpus,
                 &self.host,
-                pio.clone(),
-                mmio.clone(),
-                stop.clone(),
+                VcpuShared {
+                    pio: pio.clone(),
+                    mmio: mmio.clone(),
+                    stop: stop.clone(),
+                },
             )?;
             if self.profile_interval.is_some() {
                 vcpu.enable_profiling();

@@ -124,6 +124,7 @@ pub fn render(rows: &[(String, u64)], n: usize) -> String {
 }
 
 #[cfg(test)]
+#[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, clippy::cast_possible_wrap)]
 mod tests {
     use super::*;
 

@@ -41,6 +41,7 @@ impl BusDevice for I8042 {
 }
 
 #[cfg(test)]
+#[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, clippy::cast_possible_wrap)]
 mod tests {
     use super::*;
     use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};

@@ -57,6 +57,7 @@ impl BusDevice for SerialConsole {
 }
 
 #[cfg(test)]
+#[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, clippy::cast_possible_wrap)]
 mod tests {
     use super::*;
     use std::sync::{Arc, Mutex};

@@ -112,7 +112,10 @@ pub fn write_zero_page(
         w.put(off + 8, *size)?;
         w.put(off + 16, *ty)?;
     }
-    w.put(zp::E820_ENTRIES, map.len() as u8)?;
+    w.put(
+        zp::E820_ENTRIES,
+        u8::try_from(map.len()).map_err(|_| BootInfoError::TooManyE820(map.len()))?,
+    )?;
     Ok(ZERO_PAGE_ADDR)
 }
 
@@ -149,7 +152,10 @@ pub fn write_pvh_start_info(
     }
     w.put(0x18, CMDLINE_ADDR)?;
     w.put(0x28, PVH_MEMMAP_ADDR)?;
-    w.put(0x30, map.len() as u32)?;
+    w.put(
+        0x30,
+        u32::try_from(map.len()).map_err(|_| BootInfoError::TooManyE820(map.len()))?,
+    )?;
     let m = Writer {
         mem,
         base: PVH_MEMMAP_ADDR,
@@ -166,6 +172,7 @@ pub fn write_pvh_start_info(
 }
 
 #[cfg(test)]
+#[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, clippy::cast_possible_wrap)]
 mod tests {
     use super::*;
     use crate::arch::layout::{E820_RAM, HIMEM_START};

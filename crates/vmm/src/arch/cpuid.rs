@@ -88,6 +88,7 @@ pub fn filter(cpuid: &mut CpuId, id: u8, ncpus: u8, host: &HostProfile) {
 }
 
 #[cfg(test)]
+#[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, clippy::cast_possible_wrap)]
 mod tests {
     use super::*;
 

@@ -72,6 +72,7 @@ pub fn e820_map(mem_size: u64) -> Vec<(u64, u64, u32)> {
 }
 
 #[cfg(test)]
+#[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, clippy::cast_possible_wrap)]
 mod tests {
     use super::*;
 

@@ -17,6 +17,17 @@ pub enum MpTableError {
     Write,
 }
 
+// The MP table holds 32-bit addresses; these fit by construction (all below 4 GiB).
+#[allow(clippy::cast_possible_truncation)]
+const IOAPIC_ADDR32: u32 = IOAPIC_ADDR as u32;
+#[allow(clippy::cast_possible_truncation)]
+const LAPIC_ADDR32: u32 = LAPIC_ADDR as u32;
+#[allow(clippy::cast_possible_truncation)]
+const MP_CONFIG_ADDR32: u32 = MP_CONFIG_ADDR as u32;
+#[allow(clippy::cast_possible_truncation)]
+const IOAPIC_PINS8: u8 = IOAPIC_PINS as u8;
+const _: () = assert!(LAPIC_ADDR < 1 << 32 && IOAPIC_PINS < 256);
+
 const APIC_VERSION: u8 = 0x14;
 const IOAPIC_VERSION: u8 = 0x11;
 const CPU_ENABLED: u8 = 1;
@@ -47,9 +58,9 @@ pub fn build(ncpus: u8, table_addr: u32) -> Result<(Vec<u8>, Vec<u8>), MpTableEr
     entries.extend_from_slice(b"ISA   ");
     count += 1;
     entries.extend_from_slice(&[2, ioapic_id, IOAPIC_VERSION, 1]);
-    entries.extend_from_slice(&(IOAPIC_ADDR as u32).to_le_bytes());
+    entries.extend_from_slice(&IOAPIC_ADDR32.to_le_bytes());
     count += 1;
-    for pin in 0..IOAPIC_PINS as u8 {
+    for pin in 0..IOAPIC_PINS8 {
         // type 3 (I/O interrupt), INT, conforming polarity/trigger, ISA bus IRQ `pin` → IOAPIC pin.
         entries.extend_from_slice(&[3, 0, 0, 0, 0, pin, ioapic_id, pin]);
         count += 1;
@@ -70,7 +81,7 @@ pub fn build(ncpus: u8, table_addr: u32) -> Result<(Vec<u8>, Vec<u8>), MpTableEr
     table.extend_from_slice(&[0; 4]); // OEM table pointer
     table.extend_from_slice(&[0; 2]); // OEM table size
     table.extend_from_slice(&count.to_le_bytes());
-    table.extend_from_slice(&(LAPIC_ADDR as u32).to_le_bytes());
+    table.extend_from_slice(&LAPIC_ADDR32.to_le_bytes());
     table.extend_from_slice(&[0; 4]); // extended table length, checksum, reserved
     table.extend_from_slice(&entries);
     table[7] = checksum(&table);
@@ -85,8 +96,8 @@ pub fn build(ncpus: u8, table_addr: u32) -> Result<(Vec<u8>, Vec<u8>), MpTableEr
 
 /// Writes the MP table for `ncpus` vCPUs.
 pub fn write(mem: &GuestMemoryMmap, ncpus: u8) -> Result<(), MpTableError> {
-    let (fp, table) = build(ncpus, MP_CONFIG_ADDR as u32)?;
-    if MP_CONFIG_ADDR as usize + table.len() > MP_FLOATING_ADDR as usize {
+    let (fp, table) = build(ncpus, MP_CONFIG_ADDR32)?;
+    if MP_CONFIG_ADDR + table.len() as u64 > MP_FLOATING_ADDR {
         return Err(MpTableError::TooBig(table.len()));
     }
     mem.write_slice(&table, GuestAddress(MP_CONFIG_ADDR))
@@ -96,6 +107,7 @@ pub fn write(mem: &GuestMemoryMmap, ncpus: u8) -> Result<(), MpTableError> {
 }
 
 #[cfg(test)]
+#[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, clippy::cast_possible_wrap)]
 mod tests {
     use super::*;
 

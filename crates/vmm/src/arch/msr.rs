@@ -46,6 +46,7 @@ pub fn boot_msrs() -> Result<Msrs, vmm_sys_util::fam::Error> {
 }
 
 #[cfg(test)]
+#[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, clippy::cast_possible_wrap)]
 mod tests {
     use super::*;
 

@@ -33,7 +33,8 @@ pub const fn gdt_entry(flags: u16, base: u32, limit: u32) -> u64 {
         | (limit as u64 & 0x0000_ffff)
 }
 
-/// Decodes a GDT entry into the segment KVM wants.
+/// Decodes a GDT entry into the segment KVM wants. Every field is masked to its width first.
+#[allow(clippy::cast_possible_truncation)]
 pub fn kvm_segment_from_gdt(entry: u64, table_index: u8) -> kvm_segment {
     let bits = |shift: u32, mask: u64| -> u8 { ((entry >> shift) & mask) as u8 };
     let base = (((entry >> 16) & 0xff_ffff) | ((entry >> 32) & 0xff00_0000)) as u32;
@@ -73,6 +74,9 @@ const GDT_PVH: [u64; 4] = [
     gdt_entry(0x008b, 0, 0x67),        // TSS
 ];
 
+/// Both GDTs have 4 entries.
+const GDT_LIMIT: u16 = 4 * 8 - 1;
+
 #[derive(Debug, thiserror::Error)]
 #[error("cannot write boot {what} at guest address {addr:#x}")]
 pub struct WriteError {
@@ -99,7 +103,7 @@ pub fn setup_sregs(mem: &GuestMemoryMmap, mode: EntryMode, mut sregs: kvm_sregs)
     write_u64s(mem, GDT_ADDR, "GDT", gdt)?;
     write_u64s(mem, IDT_ADDR, "IDT", &[0])?;
     sregs.gdt.base = GDT_ADDR;
-    sregs.gdt.limit = (std::mem::size_of_val(gdt) - 1) as u16;
+    sregs.gdt.limit = GDT_LIMIT;
     sregs.idt.base = IDT_ADDR;
     sregs.idt.limit = 7;
     let code = kvm_segment_from_gdt(gdt[1], 1);
@@ -166,6 +170,7 @@ pub fn boot_fpu() -> kvm_fpu {
 }
 
 #[cfg(test)]
+#[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, clippy::cast_possible_wrap)]
 mod tests {
     use super::*;
 

@@ -116,6 +116,7 @@ pub fn render_table(stats: &[ExitStats]) -> String {
 }
 
 #[cfg(test)]
+#[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, clippy::cast_possible_wrap)]
 mod tests {
     use super::*;
 

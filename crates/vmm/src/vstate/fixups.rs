@@ -167,6 +167,7 @@ pub fn handle_internal_error(fd: &mut VcpuFd, id: u8, stats: &mut ExitStats) -> 
 }
 
 #[cfg(test)]
+#[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, clippy::cast_possible_wrap)]
 mod tests {
     use super::*;
 

@@ -57,6 +57,7 @@ pub fn measure(memory: &GuestMemoryMmap) -> MemoryUsage {
 }
 
 #[cfg(test)]
+#[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, clippy::cast_possible_wrap)]
 mod tests {
     use super::*;
     use vm_memory::{Bytes, GuestAddress};

@@ -66,6 +66,14 @@ pub enum StopReason {
     Failed(String),
 }
 
+/// What all vCPUs of a VM share: the buses their exits go to and the stop flag.
+#[derive(Clone)]
+pub struct VcpuShared {
+    pub pio: Arc<Bus>,
+    pub mmio: Arc<Bus>,
+    pub stop: Arc<AtomicBool>,
+}
+
 pub struct Vcpu {
     fd: VcpuFd,
     id: u8,
@@ -82,14 +90,16 @@ const APIC_LVT1: usize = 0x360;
 const APIC_MODE_NMI: u32 = 0x4;
 const APIC_MODE_EXTINT: u32 = 0x7;
 
+/// Sets the delivery mode (bits 10:8) of the LVT register at `off` in the LAPIC register page
+/// (`c_char` bytes as KVM's `kvm_lapic_state` has them).
 fn set_lvt_mode(regs: &mut [std::os::raw::c_char], off: usize, mode: u32) {
     let mut b = [0u8; 4];
     for (i, x) in b.iter_mut().enumerate() {
-        *x = regs[off + i] as u8;
+        *x = regs[off + i].to_ne_bytes()[0];
     }
     let v = (u32::from_le_bytes(b) & !0x700) | (mode << 8);
     for (i, x) in v.to_le_bytes().iter().enumerate() {
-        regs[off + i] = *x as std::os::raw::c_char;
+        regs[off + i] = std::os::raw::c_char::from_ne_bytes([*x]);
     }
 }
 
@@ -101,10 +111,9 @@ impl Vcpu {
         id: u8,
         ncpus: u8,
         host: &HostProfile,
-        pio: Arc<Bus>,
-        mmio: Arc<Bus>,
-        stop: Arc<AtomicBool>,
+        shared: VcpuShared,
     ) -> Result<Self, VcpuError> {
+        let VcpuShared { pio, mmio, stop } = shared;
         let setup = |what| move |source| VcpuError::Setup { id, what, source };
         let fd = vm
             .fd()
@@ -273,6 +282,7 @@ pub(crate) fn log_once(what: String) {
 }
 
 #[cfg(test)]
+#[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, clippy::cast_possible_wrap)]
 mod tests {
     use super::*;
 
