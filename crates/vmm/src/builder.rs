@@ -92,7 +92,7 @@ pub fn build_linux(config: &VmConfig, io: ConsoleIo) -> Result<Vmm, BuildError> 
         io.output,
     )));
     machine.insert_pio(serial.clone(), serial::COM1_PORT, serial::COM1_LEN)?;
-    let i8042 = Arc::new(Mutex::new(I8042::new(EventFdTrigger::new(machine.reset_evt()?))));
+    let i8042 = Arc::new(Mutex::new(I8042::new(machine.reset_trigger()?)));
     machine.insert_pio(i8042, i8042::I8042_PORT, i8042::I8042_LEN)?;
 
     let entry = kernel.entry.mode(boot_info);

@@ -37,6 +37,20 @@ pub enum MachineError {
     Vmm(#[from] VmmError),
 }
 
+/// See [`Machine::reset_trigger`].
+pub struct ResetTrigger {
+    evt: EventFd,
+    stop: Arc<AtomicBool>,
+}
+
+impl vm_superio::Trigger for ResetTrigger {
+    type E = std::io::Error;
+    fn trigger(&self) -> std::io::Result<()> {
+        self.stop.store(true, std::sync::atomic::Ordering::Release);
+        self.evt.write(1)
+    }
+}
+
 /// How application processors start.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ApStart {
@@ -57,6 +71,8 @@ pub struct Machine {
     pio: Bus,
     mmio: Bus,
     reset_evt: EventFd,
+    /// Set when the VM must stop; vCPUs check it before every `KVM_RUN`.
+    stop: Arc<AtomicBool>,
 }
 
 impl Machine {
@@ -76,6 +92,7 @@ impl Machine {
             pio: Bus::new(),
             mmio: Bus::new(),
             reset_evt,
+            stop: Arc::new(AtomicBool::new(false)),
         })
     }
 
@@ -115,11 +132,21 @@ impl Machine {
         self.reset_evt.try_clone().map_err(MachineError::EventFd)
     }
 
+    /// A trigger for a device through which the guest resets the machine: it stops every vCPU
+    /// before its next `KVM_RUN` (so the guest runs nothing after its reset request, not even
+    /// its reboot fallbacks) and wakes the event loop.
+    pub fn reset_trigger(&self) -> Result<ResetTrigger, MachineError> {
+        Ok(ResetTrigger {
+            evt: self.reset_evt()?,
+            stop: self.stop.clone(),
+        })
+    }
+
     /// Creates the vCPUs, puts the boot processor at `entry`, starts every vCPU thread and
     /// returns the running VMM. `console` connects the host terminal to the guest's serial port.
     pub fn start(self, entry: EntryMode, aps: ApStart, console: Option<Console>) -> Result<Vmm, MachineError> {
         install_kick_handler()?;
-        let stop = Arc::new(AtomicBool::new(false));
+        let stop = self.stop;
         let pio = Arc::new(self.pio);
         let mmio = Arc::new(self.mmio);
         let mut vcpus = Vec::with_capacity(usize::from(self.vcpus));

@@ -1,29 +1,28 @@
 //! The i8042 keyboard controller, present only so a guest can reset the machine
-//! (Linux `reboot=k` writes command 0xFE to port 0x64). The reset becomes an eventfd that the
-//! VMM's event loop turns into a clean shutdown.
+//! (Linux `reboot=k` writes command 0xFE to port 0x64). The reset goes to a `Trigger` that the
+//! VMM turns into a clean shutdown.
 
 use bus::BusDevice;
-use vm_superio::I8042Device;
-
-use crate::interrupt::EventFdTrigger;
+use vm_superio::{I8042Device, Trigger};
 
 /// Ports 0x60 (data) .. 0x64 (command/status).
 pub const I8042_PORT: u64 = 0x60;
 pub const I8042_LEN: u64 = 5;
 
-pub struct I8042 {
-    inner: I8042Device<EventFdTrigger>,
+/// The controller; `T` is what a reset request triggers (the VMM's shutdown path).
+pub struct I8042<T: Trigger> {
+    inner: I8042Device<T>,
 }
 
-impl I8042 {
-    pub fn new(reset: EventFdTrigger) -> Self {
+impl<T: Trigger> I8042<T> {
+    pub fn new(reset: T) -> Self {
         Self {
             inner: I8042Device::new(reset),
         }
     }
 }
 
-impl BusDevice for I8042 {
+impl<T: Trigger + Send> BusDevice for I8042<T> {
     fn read(&mut self, offset: u64, data: &mut [u8]) {
         match (u8::try_from(offset), data.len()) {
             (Ok(off), 1) => data[0] = self.inner.read(off),
@@ -34,7 +33,7 @@ impl BusDevice for I8042 {
     fn write(&mut self, offset: u64, data: &[u8]) {
         if let (Ok(off), [value]) = (u8::try_from(offset), data) {
             if let Err(e) = self.inner.write(off, *value) {
-                log::error!("i8042: cannot signal the guest's reset request: {e}");
+                log::error!("i8042: cannot signal the guest's reset request: {e:?}");
             }
         }
     }
@@ -44,6 +43,7 @@ impl BusDevice for I8042 {
 #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, clippy::cast_possible_wrap)]
 mod tests {
     use super::*;
+    use crate::EventFdTrigger;
     use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
     #[test]
