@@ -230,12 +230,8 @@ fn bare_run(kind: Kind, n: u32) -> Result<f64> {
 
 fn median(v: &mut [f64]) -> f64 {
     v.sort_by(f64::total_cmp);
-    let m = v.len() / 2;
-    if v.len() % 2 == 0 {
-        (v[m - 1] + v[m]) / 2.0
-    } else {
-        v[m]
-    }
+    // Odd length: both indices are the middle one.
+    (v[(v.len() - 1) / 2] + v[v.len() / 2]) / 2.0
 }
 
 fn arg(args: &[String], name: &str, default: u32) -> u32 {

@@ -1,0 +1,121 @@
+#!/bin/bash
+# Run every hearth benchmark on this machine and write the results into docs/benchmarks.md
+# (the blocks between <!-- BEGIN GENERATED: x --> and <!-- END GENERATED: x -->; the prose
+# around them is hand-written and kept).
+#
+#   bench/run-all.sh [--runs N] [--skip-boot] [--skip-overhead] [--skip-pio] [--skip-hyperfine]
+#
+# Needs: /dev/kvm, the guest from guest/build.sh, qemu-system-x86 and hyperfine (installed with
+# apt-get if missing), cargo. VMs run one at a time: on a 2-core host two guests at once would
+# measure the scheduler, not the VMMs.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+DOC=$ROOT/docs/benchmarks.md
+RUNS=3
+SKIP_BOOT=0 SKIP_OVERHEAD=0 SKIP_PIO=0 SKIP_HYPERFINE=0
+while [ $# -gt 0 ]; do
+	case $1 in
+	--runs) RUNS=$2; shift ;;
+	--skip-boot) SKIP_BOOT=1 ;;
+	--skip-overhead) SKIP_OVERHEAD=1 ;;
+	--skip-pio) SKIP_PIO=1 ;;
+	--skip-hyperfine) SKIP_HYPERFINE=1 ;;
+	-h | --help) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+	*) echo "run-all: unknown argument $1" >&2; exit 2 ;;
+	esac
+	shift
+done
+
+say() { echo "[bench] $*" >&2; }
+
+# --- tools --------------------------------------------------------------------------------
+missing=()
+command -v qemu-system-x86_64 >/dev/null || missing+=(qemu-system-x86)
+command -v hyperfine >/dev/null || missing+=(hyperfine)
+if [ ${#missing[@]} -gt 0 ]; then
+	say "installing ${missing[*]} with apt-get"
+	apt-get install -y "${missing[@]}" >/dev/null 2>&1 || { apt-get update >/dev/null && apt-get install -y "${missing[@]}" >/dev/null; }
+fi
+
+say "building hearth (release)"
+(cd "$ROOT" && cargo build --release -p hearth -q)
+HEARTH=$ROOT/target/release/hearth
+
+GUEST_DIR=$("$ROOT/guest/build.sh" --print-dir 2>/dev/null || true)
+if [ -z "$GUEST_DIR" ] || [ ! -f "$GUEST_DIR/vmlinux" ]; then
+	say "building the guest (guest/build.sh)"
+	"$ROOT/guest/build.sh" >&2
+	GUEST_DIR=$("$ROOT/guest/build.sh" --print-dir)
+fi
+KERNEL=$GUEST_DIR/vmlinux
+INITRD=$GUEST_DIR/initramfs.cpio
+
+OUT=$(mktemp -d /tmp/hearth-bench.XXXXXX)
+trap 'rm -rf "$OUT"' EXIT
+
+# --- machine --------------------------------------------------------------------------------
+{
+	echo "| | |"
+	echo "| --- | --- |"
+	echo "| CPU | $(lscpu | sed -n 's/^Model name: *//p' | head -1) |"
+	echo "| cores (online CPUs) | $(nproc) |"
+	echo "| RAM | $(free -g | awk '/^Mem:/{print $2}') GiB |"
+	echo "| host kernel | $(uname -r) |"
+	if [ -d /sys/module/kvm_pvm ]; then
+		echo "| KVM | PVM (\`/sys/module/kvm_pvm\` present: guest ring 0 runs in KVM's instruction emulator) |"
+	else
+		echo "| KVM | $(ls -d /sys/module/kvm_intel /sys/module/kvm_amd 2>/dev/null | xargs -n1 basename | tr '\n' ' ') |"
+	fi
+	echo "| QEMU | $(qemu-system-x86_64 --version | head -1) |"
+	echo "| hearth | $(cd "$ROOT" && git rev-parse --short HEAD) ($(cd "$ROOT" && git log -1 --format=%cs)) |"
+	echo "| guest | \`$(basename "$(readlink -f "$GUEST_DIR")")\`: vmlinux $(stat -c %s "$KERNEL") bytes, initramfs $(stat -c %s "$INITRD") bytes |"
+	echo "| date | $(date -u '+%Y-%m-%d %H:%M UTC') |"
+} >"$OUT/machine.md"
+cat "$OUT/machine.md" >&2
+
+# --- benchmarks -----------------------------------------------------------------------------
+if [ $SKIP_PIO = 0 ]; then
+	say "exit round trip (cargo bench -p vmm --bench pio_exit)"
+	(cd "$ROOT" && cargo bench -q -p vmm --bench pio_exit 2>/dev/null) | tee "$OUT/pio.md" >&2
+fi
+if [ $SKIP_BOOT = 0 ]; then
+	say "boot time (bench/boot.sh --runs $RUNS)"
+	"$ROOT/bench/boot.sh" --runs "$RUNS" --kernel "$KERNEL" --initrd "$INITRD" --hearth "$HEARTH" \
+		--md-out "$OUT/boot.md" --json-out "$OUT/boot.json" >/dev/null
+fi
+if [ $SKIP_OVERHEAD = 0 ]; then
+	say "overhead (bench/overhead.sh --runs $RUNS)"
+	"$ROOT/bench/overhead.sh" --runs "$RUNS" --kernel "$KERNEL" --initrd "$INITRD" --hearth "$HEARTH" \
+		--md-out "$OUT/overhead.md" >/dev/null
+fi
+if [ $SKIP_HYPERFINE = 0 ]; then
+	say "hearth end to end (hyperfine)"
+	PATCHED=$(cd "$ROOT/bench" && python3 -c "import benchlib as B; print(B.patched_kernel('$KERNEL')[0])")
+	CMDLINE=$(cd "$ROOT/bench" && python3 -c "import benchlib as B; print(B.guest_cmdline())")
+	hyperfine --runs "$RUNS" --style basic --export-markdown "$OUT/hyperfine.md" \
+		-n "hearth, patched kernel, 1 vCPU" \
+		"$HEARTH run --kernel $PATCHED --initrd $INITRD --vcpus 1 --memory 128 --cmdline '$CMDLINE' --timeout 180 -- /bin/true" \
+		-n "hearth, unpatched kernel, 1 vCPU" \
+		"$HEARTH run --kernel $KERNEL --initrd $INITRD --vcpus 1 --memory 128 --cmdline '$CMDLINE' --timeout 180 -- /bin/true" \
+		>/dev/null 2>&1 </dev/null || say "hyperfine failed (see above)"
+fi
+
+# --- write the doc --------------------------------------------------------------------------
+python3 - "$DOC" "$OUT" <<'PY'
+import re, sys
+from pathlib import Path
+doc, out = Path(sys.argv[1]), Path(sys.argv[2])
+text = doc.read_text()
+for name in ["machine", "boot", "overhead", "pio", "hyperfine"]:
+    f = out / f"{name}.md"
+    if not f.exists():
+        continue
+    body = f.read_text().strip()
+    pat = re.compile(rf"(<!-- BEGIN GENERATED: {name} -->\n).*?(\n<!-- END GENERATED: {name} -->)", re.S)
+    if not pat.search(text):
+        sys.exit(f"run-all: {doc} has no GENERATED block named {name}")
+    text = pat.sub(lambda m: m.group(1) + body + m.group(2), text)
+doc.write_text(text)
+print(f"[bench] wrote {doc}", file=sys.stderr)
+PY
