@@ -6,5 +6,6 @@
 
 pub mod interrupt;
 pub mod legacy;
+pub mod virtio;
 
 pub use interrupt::{EventFdTrigger, Interrupt};

@@ -4,9 +4,11 @@
 
 use std::io;
 
-use virtio_queue::Queue;
+use virtio_queue::desc::split::Descriptor;
+use virtio_queue::{Queue, QueueT};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
+use crate::queue::pop_chain;
 use crate::{features, Memory, VirtioInterrupt};
 
 #[derive(Debug, thiserror::Error)]
@@ -82,6 +84,41 @@ impl DeviceCommon {
 
     pub fn is_broken(&self) -> bool {
         self.broken
+    }
+
+    /// The queue loop every device runs on a kick: takes each available chain off queue
+    /// `index` (checked, into `descs`, reused between calls), lets `request` serve it and
+    /// return how many bytes it wrote for the driver, puts it on the used ring, and raises one
+    /// used-buffer interrupt at the end. A broken ring fails the device (DEVICE_NEEDS_RESET).
+    pub fn process_queue(
+        &mut self,
+        index: usize,
+        descs: &mut Vec<Descriptor>,
+        mut request: impl FnMut(&Memory, &[Descriptor]) -> u32,
+    ) {
+        let mut used_any = false;
+        while let Some(active) = self.active() {
+            let Some(q) = active.queues.get_mut(index) else { break };
+            let head = match pop_chain(q, &active.mem, descs) {
+                Ok(Some(head)) => head,
+                Ok(None) => break,
+                Err(e) => {
+                    self.fail(format_args!("{e}"));
+                    break;
+                }
+            };
+            let len = request(&active.mem, descs);
+            if let Err(e) = q.add_used(&active.mem, head, len) {
+                self.fail(format_args!("cannot add to the used ring: {e}"));
+                break;
+            }
+            used_any = true;
+        }
+        if used_any {
+            if let Some(active) = self.active() {
+                active.interrupt.signal_used();
+            }
+        }
     }
 }
 

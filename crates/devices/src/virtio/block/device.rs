@@ -1,0 +1,126 @@
+//! The virtio-blk device: what the driver sees (features, config space) and the image behind it.
+
+use std::fs::File;
+
+use ::virtio::{features, DeviceCommon, VirtioDevice};
+use virtio_bindings::virtio_blk::{
+    VIRTIO_BLK_F_BLK_SIZE, VIRTIO_BLK_F_FLUSH, VIRTIO_BLK_F_RO, VIRTIO_BLK_F_SEG_MAX,
+};
+use virtio_bindings::virtio_ids::VIRTIO_ID_BLOCK;
+use virtio_queue::desc::split::Descriptor;
+
+pub const SECTOR_SIZE: u64 = 512;
+/// Descriptors in the one request queue.
+pub(crate) const QUEUE_SIZE: u16 = 256;
+/// Length of the GET_ID answer (virtio 1.2 §5.2.6: VIRTIO_BLK_ID_BYTES).
+pub(crate) const ID_BYTES: usize = 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BlockError {
+    #[error("cannot read the size of drive '{id}'")]
+    Size {
+        id: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot create the queue eventfd of drive '{id}'")]
+    EventFd {
+        id: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+pub struct Block {
+    common: DeviceCommon,
+    disk: Disk,
+    config: Vec<u8>,
+    /// Reused for every request's descriptor list.
+    descs: Vec<Descriptor>,
+}
+
+/// The backend the requests run against (see `handler`).
+pub(crate) struct Disk {
+    pub(crate) image: File,
+    pub(crate) read_only: bool,
+    /// Image size in bytes, rounded down to whole sectors.
+    pub(crate) size: u64,
+    pub(crate) id: [u8; ID_BYTES],
+}
+
+impl Block {
+    /// A block device on `image` (opened read-only when `read_only`), answering GET_ID with `id`.
+    pub fn new(image: File, read_only: bool, id: &str) -> Result<Self, BlockError> {
+        let size = image
+            .metadata()
+            .map_err(|source| BlockError::Size {
+                id: id.to_string(),
+                source,
+            })?
+            .len();
+        let size = size - size % SECTOR_SIZE;
+        let mut avail = bit(VIRTIO_BLK_F_FLUSH)
+            | bit(VIRTIO_BLK_F_SEG_MAX)
+            | bit(VIRTIO_BLK_F_BLK_SIZE)
+            | features::RING_INDIRECT_DESC;
+        if read_only {
+            avail |= bit(VIRTIO_BLK_F_RO);
+        }
+        let common = DeviceCommon::new(VIRTIO_ID_BLOCK, avail, &[QUEUE_SIZE]).map_err(|source| {
+            BlockError::EventFd {
+                id: id.to_string(),
+                source,
+            }
+        })?;
+        let mut id_bytes = [0u8; ID_BYTES];
+        let n = id.len().min(ID_BYTES);
+        id_bytes[..n].copy_from_slice(&id.as_bytes()[..n]);
+        Ok(Self {
+            common,
+            disk: Disk {
+                image,
+                read_only,
+                size,
+                id: id_bytes,
+            },
+            config: config_space(size / SECTOR_SIZE),
+            descs: Vec::with_capacity(usize::from(QUEUE_SIZE)),
+        })
+    }
+
+    /// Capacity in 512-byte sectors.
+    pub fn sectors(&self) -> u64 {
+        self.disk.size / SECTOR_SIZE
+    }
+}
+
+fn bit(f: u32) -> u64 {
+    1 << f
+}
+
+/// struct virtio_blk_config (virtio 1.2 §5.2.4) up to `blk_size`, little-endian.
+fn config_space(sectors: u64) -> Vec<u8> {
+    let mut c = vec![0u8; 24];
+    c[0..8].copy_from_slice(&sectors.to_le_bytes());
+    // seg_max: a request's data descriptors, leaving room for its header and status.
+    c[12..16].copy_from_slice(&(u32::from(QUEUE_SIZE) - 2).to_le_bytes());
+    c[20..24].copy_from_slice(&u32::try_from(SECTOR_SIZE).unwrap_or(512).to_le_bytes());
+    c
+}
+
+impl VirtioDevice for Block {
+    fn common(&self) -> &DeviceCommon {
+        &self.common
+    }
+    fn common_mut(&mut self) -> &mut DeviceCommon {
+        &mut self.common
+    }
+    fn config_space(&self) -> &[u8] {
+        &self.config
+    }
+    fn process_queue(&mut self, index: usize) {
+        let disk = &mut self.disk;
+        self.common
+            .process_queue(index, &mut self.descs, |mem, descs| disk.execute(mem, descs));
+    }
+}

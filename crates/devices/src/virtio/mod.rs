@@ -1,0 +1,11 @@
+//! virtio device models: each is a [`::virtio::VirtioDevice`] driven by the MMIO transport and
+//! by the event loop (its queue work). The plumbing they share is the `virtio` crate.
+
+pub mod block;
+pub mod rng;
+
+pub use block::Block;
+pub use rng::Rng;
+
+/// Guest memory as the device models see it.
+pub(crate) type Memory = ::virtio::Memory;
