@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use vmm::config::DEFAULT_CMDLINE;
+use vmm::config::{DriveConfig, DEFAULT_CMDLINE};
 use vmm::loader::BootProtocol;
 use vmm::vstate::exits::render_table;
 use vmm::{ConsoleIo, VmConfig, VmExit};
@@ -78,6 +78,13 @@ pub struct RunArgs {
     /// Guest profiler sampling interval in milliseconds.
     #[arg(long, default_value_t = 2, value_name = "MS", requires = "profile")]
     pub profile_interval_ms: u64,
+    /// A virtio-blk drive on a raw image file: path=IMG[,ro][,id=ID]. Repeatable; the guest sees
+    /// them in order as /dev/vda, /dev/vdb, ... (id defaults to drive0, drive1, ...).
+    #[arg(long, value_name = "SPEC")]
+    pub drive: Vec<String>,
+    /// Attach a virtio-rng entropy device (/dev/hwrng in the guest; off by default).
+    #[arg(long)]
+    pub rng: bool,
     /// Stop the VM after this many seconds (exit code 5).
     #[arg(long, value_name = "SECS")]
     pub timeout: Option<f64>,
@@ -147,6 +154,15 @@ fn resolve(args: &RunArgs) -> Result<VmConfig, CliError> {
             args.vcpus
         )));
     }
+    let mut drives: Vec<DriveConfig> = Vec::new();
+    for (i, spec) in args.drive.iter().enumerate() {
+        let d = parse_drive(spec, i)?;
+        if drives.iter().any(|o| o.id == d.id) {
+            return Err(CliError(format!("--drive '{spec}': id '{}' is used twice", d.id)));
+        }
+        check_drive(&d)?;
+        drives.push(d);
+    }
     Ok(VmConfig {
         kernel,
         initrd,
@@ -161,7 +177,41 @@ fn resolve(args: &RunArgs) -> Result<VmConfig, CliError> {
         profile_interval: args
             .profile
             .then(|| Duration::from_millis(args.profile_interval_ms.max(1))),
+        drives,
+        rng: args.rng,
     })
+}
+
+/// Parses `path=IMG[,ro][,id=ID]` (the `index`-th --drive).
+fn parse_drive(spec: &str, index: usize) -> Result<DriveConfig, CliError> {
+    let bad = |why: String| CliError(format!("--drive '{spec}': {why} (expected path=IMG[,ro][,id=ID])"));
+    let (mut path, mut id, mut read_only) = (None, None, false);
+    for part in spec.split(',') {
+        match part.split_once('=') {
+            Some(("path", p)) if !p.is_empty() => path = Some(PathBuf::from(p)),
+            Some(("id", i)) if !i.is_empty() && !i.contains(char::is_whitespace) => id = Some(i.to_string()),
+            None if part == "ro" => read_only = true,
+            _ => return Err(bad(format!("unknown or empty option '{part}'"))),
+        }
+    }
+    let path = path.ok_or_else(|| bad("no path".into()))?;
+    Ok(DriveConfig {
+        id: id.unwrap_or_else(|| format!("drive{index}")),
+        path,
+        read_only,
+    })
+}
+
+fn check_drive(d: &DriveConfig) -> Result<(), CliError> {
+    let what = format!("drive '{}'", d.id);
+    check_readable(&d.path, &what)?;
+    match std::fs::metadata(&d.path) {
+        Ok(m) if m.len() < 512 => Err(CliError(format!(
+            "{what}: {} is smaller than one 512-byte sector",
+            d.path.display()
+        ))),
+        _ => Ok(()),
+    }
 }
 
 fn stdout_unbuffered() -> File {
@@ -247,6 +297,23 @@ pub fn run(args: RunArgs, started: Instant) -> Result<u8, Box<dyn std::error::Er
         );
     }
     Ok(code)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn drive_specs() {
+        let d = parse_drive("path=/x.img,ro,id=root", 0).unwrap();
+        assert_eq!((d.id.as_str(), d.read_only), ("root", true));
+        assert_eq!(d.path, PathBuf::from("/x.img"));
+        assert_eq!(parse_drive("path=/y", 3).unwrap().id, "drive3");
+        for bad in ["", "ro", "path=", "path=/x,rw", "path=/x,id=", "/x.img"] {
+            let e = parse_drive(bad, 0).unwrap_err().to_string();
+            assert!(e.starts_with(&format!("--drive '{bad}'")), "{e}");
+        }
+    }
 }
 
 fn check_readable(path: &Path, what: &str) -> Result<(), CliError> {

@@ -9,14 +9,18 @@ use std::os::fd::RawFd;
 use std::sync::{Arc, Mutex};
 
 use devices::legacy::{i8042, serial, SerialConsole, I8042};
+use devices::virtio::{Block, Rng};
 use devices::EventFdTrigger;
+use virtio::{MmioTransport, VirtioDevice, VirtioInterrupt, MMIO_LEN, NOTIFY_OFFSET};
 use vm_memory::GuestMemoryMmap;
+use vmm_sys_util::eventfd::EventFd;
 
+use crate::arch::layout::{IOAPIC_PINS, MMIO_DEVICES_START};
 use crate::arch::{boot, mptable};
-use crate::config::{check_memory, check_vcpus, host_ram_mib, ConfigError, VmConfig};
+use crate::config::{check_memory, check_vcpus, host_ram_mib, ConfigError, DriveConfig, VmConfig};
 use crate::loader::{self, KernelEntry, LoadError};
 use crate::machine::{ApStart, Machine, MachineError};
-use crate::vmm::{Console, Vmm};
+use crate::vmm::{Console, EventHandler, Vmm};
 use crate::vstate::vm::open_kvm;
 
 #[derive(Debug, thiserror::Error)]
@@ -31,6 +35,25 @@ pub enum BuildError {
     BootInfo(#[from] boot::BootInfoError),
     #[error(transparent)]
     MpTable(#[from] mptable::MpTableError),
+    #[error("cannot open drive '{id}' ({path})")]
+    DriveOpen {
+        id: String,
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Block(#[from] devices::virtio::block::BlockError),
+    #[error(transparent)]
+    Rng(#[from] devices::virtio::rng::RngError),
+    #[error("too many virtio devices: interrupt lines {first}..{last} are all taken")]
+    TooManyDevices { first: u32, last: u32 },
+    #[error("cannot set up the virtio device at {base:#x}")]
+    VirtioEventFd {
+        base: u64,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// The host's terminal as seen by the guest's serial console.
@@ -81,7 +104,9 @@ pub fn build_linux(config: &VmConfig, io: ConsoleIo) -> Result<Vmm, BuildError> 
         Some(p) => Some(loader::load_initrd(&machine.memory, mem_size, p, &kernel)?),
         None => None,
     };
+    let virtio_args = attach_virtio_devices(&mut machine, config)?;
     let cmdline = effective_cmdline(&config.cmdline, machine.host.guest_cmdline);
+    let cmdline = with_kernel_args(&cmdline, &virtio_args);
     log::info!("kernel command line: {cmdline}");
     let cmdline_len = loader::load_cmdline(&machine.memory, &cmdline)?;
     let boot_info = write_boot_info(&machine.memory, mem_size, &kernel, cmdline_len, initrd)?;
@@ -101,6 +126,109 @@ pub fn build_linux(config: &VmConfig, io: ConsoleIo) -> Result<Vmm, BuildError> 
         input: io.input,
     };
     Ok(machine.start(entry, ApStart::WaitForSipi, Some(console))?)
+}
+
+/// First IOAPIC pin for virtio devices (0-4 are the legacy ISA devices hearth or Linux uses).
+const VIRTIO_FIRST_GSI: u32 = 5;
+
+/// Adds `args` to the kernel's part of `cmdline` (before any ` -- `, which starts init's).
+fn with_kernel_args(cmdline: &str, args: &[String]) -> String {
+    if args.is_empty() {
+        return cmdline.to_string();
+    }
+    let extra = args.join(" ");
+    match cmdline.find(" -- ") {
+        Some(i) => format!("{} {extra}{}", &cmdline[..i], &cmdline[i..]),
+        None if cmdline.starts_with("-- ") => format!("{extra} {cmdline}"),
+        None if cmdline.is_empty() => extra,
+        None => format!("{cmdline} {extra}"),
+    }
+}
+
+/// Creates the virtio devices the config asks for (drives in order, then the entropy device),
+/// puts each on the MMIO bus, and returns the kernel command-line entries that announce them.
+fn attach_virtio_devices(machine: &mut Machine, config: &VmConfig) -> Result<Vec<String>, BuildError> {
+    let mut devices: Vec<Arc<Mutex<dyn VirtioDevice>>> = Vec::new();
+    for drive in &config.drives {
+        devices.push(Arc::new(Mutex::new(open_drive(drive)?)));
+    }
+    if config.rng {
+        devices.push(Arc::new(Mutex::new(Rng::new()?)));
+    }
+    let mut args = Vec::with_capacity(devices.len());
+    for (i, dev) in (0u32..).zip(devices) {
+        let gsi = VIRTIO_FIRST_GSI + i;
+        if gsi >= IOAPIC_PINS {
+            return Err(BuildError::TooManyDevices {
+                first: VIRTIO_FIRST_GSI,
+                last: IOAPIC_PINS - 1,
+            });
+        }
+        let base = MMIO_DEVICES_START + u64::from(i) * MMIO_LEN;
+        attach_virtio(machine, dev, base, gsi)?;
+        args.push(format!("virtio_mmio.device=4K@{base:#x}:{gsi}"));
+    }
+    Ok(args)
+}
+
+fn open_drive(drive: &DriveConfig) -> Result<Block, BuildError> {
+    let file = std::fs::File::options()
+        .read(true)
+        .write(!drive.read_only)
+        .open(&drive.path)
+        .map_err(|source| BuildError::DriveOpen {
+            id: drive.id.clone(),
+            path: drive.path.display().to_string(),
+            source,
+        })?;
+    Ok(Block::new(file, drive.read_only, &drive.id)?)
+}
+
+/// One virtio device at `base` with interrupt line `gsi`: the transport on the MMIO bus, an
+/// irqfd, and per queue an ioeventfd on QueueNotify (datamatch = queue index) plus an event-loop
+/// handler that runs the queue.
+fn attach_virtio(machine: &mut Machine, dev: Arc<Mutex<dyn VirtioDevice>>, base: u64, gsi: u32) -> Result<(), BuildError> {
+    let trigger = Arc::new(EventFdTrigger::new(machine.irq_evt(gsi)?));
+    let interrupt = VirtioInterrupt::new(trigger);
+    let transport = MmioTransport::new(dev.clone(), machine.memory.clone(), interrupt);
+    machine.insert_mmio(Arc::new(Mutex::new(transport)), base, MMIO_LEN)?;
+    let evts = {
+        let d = dev.lock().unwrap_or_else(|e| e.into_inner());
+        d.queue_evts()
+            .iter()
+            .map(EventFd::try_clone)
+            .collect::<std::io::Result<Vec<_>>>()
+            .map_err(|source| BuildError::VirtioEventFd { base, source })?
+    };
+    for (queue, evt) in (0u32..).zip(evts) {
+        machine.register_ioevent(&evt, base + NOTIFY_OFFSET, queue)?;
+        machine.add_event_handler(Box::new(QueueKick {
+            evt,
+            dev: dev.clone(),
+            queue: usize::try_from(queue).unwrap_or(usize::MAX),
+        }));
+    }
+    Ok(())
+}
+
+/// Runs a virtio queue on the event loop when the guest kicks it.
+struct QueueKick {
+    evt: EventFd,
+    dev: Arc<Mutex<dyn VirtioDevice>>,
+    queue: usize,
+}
+
+impl EventHandler for QueueKick {
+    fn fd(&self) -> RawFd {
+        use std::os::fd::AsRawFd;
+        self.evt.as_raw_fd()
+    }
+    fn on_readable(&mut self) {
+        // Reading resets the counter; several kicks since the last time are one queue run.
+        let _ = self.evt.read();
+        let mut dev = self.dev.lock().unwrap_or_else(|e| e.into_inner());
+        dev.process_queue(self.queue);
+    }
 }
 
 fn write_boot_info(
@@ -140,5 +268,17 @@ mod tests {
         );
         assert_eq!(effective_cmdline("a", &[]), "a");
         assert_eq!(effective_cmdline("-- x", &["noxsave"]), "noxsave -- x");
+    }
+
+    #[test]
+    fn virtio_entries_go_before_init_args() {
+        let a = vec!["virtio_mmio.device=4K@0xd0000000:5".to_string(), "v2".to_string()];
+        assert_eq!(
+            with_kernel_args("console=ttyS0 -- /bin/sh -c 'x -- y'", &a),
+            "console=ttyS0 virtio_mmio.device=4K@0xd0000000:5 v2 -- /bin/sh -c 'x -- y'"
+        );
+        assert_eq!(with_kernel_args("a", &a), "a virtio_mmio.device=4K@0xd0000000:5 v2");
+        assert_eq!(with_kernel_args("-- x", &a[1..]), "v2 -- x");
+        assert_eq!(with_kernel_args("a", &[]), "a");
     }
 }

@@ -19,6 +19,19 @@ pub struct VmConfig {
     pub boot_protocol: BootProtocol,
     /// Sample the guest's RIP at this interval (see `crate::profile`); `None` = off.
     pub profile_interval: Option<std::time::Duration>,
+    /// virtio-blk drives, in the order the guest sees them (vda, vdb, ...).
+    pub drives: Vec<DriveConfig>,
+    /// Attach a virtio-rng entropy device.
+    pub rng: bool,
+}
+
+/// One virtio-blk drive backed by a raw image file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DriveConfig {
+    /// Name for messages and the guest's GET_ID (/sys/block/vdX/serial); at most 20 bytes reach the guest.
+    pub id: String,
+    pub path: PathBuf,
+    pub read_only: bool,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

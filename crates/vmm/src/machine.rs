@@ -6,13 +6,13 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use bus::{Bus, BusError, SharedDevice};
-use kvm_ioctls::{Cap, Kvm};
+use kvm_ioctls::{Cap, IoEventAddress, Kvm};
 use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use crate::arch::regs::EntryMode;
 use crate::host::HostProfile;
-use crate::vmm::{Console, Vmm, VmmError};
+use crate::vmm::{Console, EventHandler, Vmm, VmmError};
 use crate::vstate::memory::{create_guest_memory, MemoryError};
 use crate::vstate::vcpu::{install_kick_handler, Vcpu, VcpuError, VcpuShared};
 use crate::vstate::vm::{open_kvm, Vm, VmError};
@@ -35,6 +35,12 @@ pub enum MachineError {
     EventFd(#[source] std::io::Error),
     #[error(transparent)]
     Vmm(#[from] VmmError),
+    #[error("cannot register an ioeventfd at {addr:#x}")]
+    Ioevent {
+        addr: u64,
+        #[source]
+        source: kvm_ioctls::Error,
+    },
 }
 
 /// See [`Machine::reset_trigger`].
@@ -73,6 +79,8 @@ pub struct Machine {
     reset_evt: EventFd,
     /// Set when the VM must stop; vCPUs check it before every `KVM_RUN`.
     stop: Arc<AtomicBool>,
+    /// Device fds for the event loop (see [`Machine::add_event_handler`]).
+    handlers: Vec<Box<dyn EventHandler>>,
 }
 
 impl Machine {
@@ -93,6 +101,7 @@ impl Machine {
             mmio: Bus::new(),
             reset_evt,
             stop: Arc::new(AtomicBool::new(false)),
+            handlers: Vec::new(),
         })
     }
 
@@ -125,6 +134,20 @@ impl Machine {
         let evt = EventFd::new(EFD_NONBLOCK).map_err(MachineError::EventFd)?;
         self.vm.register_irqfd(&evt, gsi)?;
         Ok(evt)
+    }
+
+    /// Makes a 4-byte guest write of `datamatch` to MMIO address `addr` signal `evt` inside KVM,
+    /// without a vCPU exit (virtio queue notifications).
+    pub fn register_ioevent(&self, evt: &EventFd, addr: u64, datamatch: u32) -> Result<(), MachineError> {
+        self.vm
+            .fd()
+            .register_ioevent(evt, &IoEventAddress::Mmio(addr), datamatch)
+            .map_err(|source| MachineError::Ioevent { addr, source })
+    }
+
+    /// Has the event loop call `handler` whenever its fd is readable.
+    pub fn add_event_handler(&mut self, handler: Box<dyn EventHandler>) {
+        self.handlers.push(handler);
     }
 
     /// The eventfd a device writes to when the guest resets the machine (ends the VM).
@@ -182,6 +205,7 @@ impl Machine {
             reset_evt: self.reset_evt,
             console,
             profile_interval: self.profile_interval,
+            handlers: self.handlers,
         };
         Ok(Vmm::start(parts)?)
     }

@@ -2,7 +2,8 @@
 //!
 //! The event loop (epoll) waits for: a vCPU stopping, the guest's reset request (i8042),
 //! SIGINT/SIGTERM (through a signalfd; the signals are blocked in every thread), host input for
-//! the serial console, and an optional deadline. Whatever comes first decides the [`VmExit`];
+//! the serial console, device events ([`EventHandler`]s, e.g. virtio queue kicks arriving by
+//! ioeventfd), and an optional deadline. Whatever comes first decides the [`VmExit`];
 //! then every vCPU is stopped and joined, and the exit statistics are collected.
 
 use std::io::Read;
@@ -69,6 +70,13 @@ pub struct Console {
 
 type VcpuReport = (u8, StopReason, ExitStats);
 
+/// A file descriptor the event loop watches for a device, and what to do when it is readable.
+/// Handlers run on the event loop thread, never on a vCPU thread.
+pub trait EventHandler: Send {
+    fn fd(&self) -> RawFd;
+    fn on_readable(&mut self);
+}
+
 /// Everything a VMM is started from (built by [`crate::Machine::start`]).
 pub struct VmmParts {
     pub vm: Vm,
@@ -78,6 +86,7 @@ pub struct VmmParts {
     pub reset_evt: EventFd,
     pub console: Option<Console>,
     pub profile_interval: Option<Duration>,
+    pub handlers: Vec<Box<dyn EventHandler>>,
 }
 
 pub struct Vmm {
@@ -93,12 +102,15 @@ pub struct Vmm {
     /// Reports received by the event loop before shutdown.
     early: Vec<VcpuReport>,
     profiler: Option<JoinHandle<()>>,
+    handlers: Vec<Box<dyn EventHandler>>,
 }
 
 const TOKEN_VCPU: u64 = 1;
 const TOKEN_RESET: u64 = 2;
 const TOKEN_SIGNAL: u64 = 3;
 const TOKEN_INPUT: u64 = 4;
+/// Event handler `i` has token `TOKEN_HANDLERS + i`.
+const TOKEN_HANDLERS: u64 = 16;
 
 /// Ctrl-A, then 'x': leave the VM from the console (as QEMU's -nographic).
 const ESCAPE: u8 = 0x01;
@@ -113,6 +125,7 @@ impl Vmm {
             reset_evt,
             console,
             profile_interval,
+            handlers,
         } = parts;
         let (tx, rx) = std::sync::mpsc::channel::<VcpuReport>();
         block_exit_signals()?;
@@ -147,6 +160,7 @@ impl Vmm {
             console,
             early: Vec::new(),
             profiler,
+            handlers,
         })
     }
 
@@ -169,6 +183,9 @@ impl Vmm {
         add(self.vcpu_exit_evt.as_raw_fd(), TOKEN_VCPU)?;
         add(self.reset_evt.as_raw_fd(), TOKEN_RESET)?;
         add(sigfd.as_raw_fd(), TOKEN_SIGNAL)?;
+        for (token, h) in (TOKEN_HANDLERS..).zip(&self.handlers) {
+            add(h.fd(), token)?;
+        }
         let input = self.console.as_ref().and_then(|c| c.input);
         if let Some(fd) = input {
             // A regular file or /dev/null cannot be polled; such input is simply not read.
@@ -254,7 +271,12 @@ impl Vmm {
                         }
                         self.feed_console(&mut pending);
                     }
-                    _ => {}
+                    token => {
+                        let i = token.checked_sub(TOKEN_HANDLERS).and_then(|i| usize::try_from(i).ok());
+                        if let Some(h) = i.and_then(|i| self.handlers.get_mut(i)) {
+                            h.on_readable();
+                        }
+                    }
                 }
             }
         }
