@@ -299,6 +299,14 @@ pub fn run(args: RunArgs, started: Instant) -> Result<u8, Box<dyn std::error::Er
     Ok(code)
 }
 
+fn check_readable(path: &Path, what: &str) -> Result<(), CliError> {
+    match std::fs::metadata(path) {
+        Ok(m) if m.is_dir() => Err(CliError(format!("{what} {} is a directory", path.display()))),
+        Ok(_) => Ok(()),
+        Err(e) => Err(CliError(format!("cannot open {what} {}: {e}", path.display()))),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -313,13 +321,5 @@ mod tests {
             let e = parse_drive(bad, 0).unwrap_err().to_string();
             assert!(e.starts_with(&format!("--drive '{bad}'")), "{e}");
         }
-    }
-}
-
-fn check_readable(path: &Path, what: &str) -> Result<(), CliError> {
-    match std::fs::metadata(path) {
-        Ok(m) if m.is_dir() => Err(CliError(format!("{what} {} is a directory", path.display()))),
-        Ok(_) => Ok(()),
-        Err(e) => Err(CliError(format!("cannot open {what} {}: {e}", path.display()))),
     }
 }

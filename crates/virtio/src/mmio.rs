@@ -128,7 +128,9 @@ impl MmioTransport {
             0xa0 => self.with_queue(|q| q.set_used_ring_address(Some(v), None)),
             0xa4 => self.with_queue(|q| q.set_used_ring_address(None, Some(v))),
             0xac => {} // SHMSel: there are no shared memory regions to select.
-            _ => guest_warn(format_args!("virtio-mmio: write of {v:#x} to unknown register {offset:#x}")),
+            _ => guest_warn(format_args!(
+                "virtio-mmio: write of {v:#x} to unknown register {offset:#x}"
+            )),
         }
     }
 

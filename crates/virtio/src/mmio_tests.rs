@@ -141,10 +141,19 @@ fn init_sequence_activates_and_mmio_notify_kicks_the_eventfd() {
     w(&mut g.t, 0x70, ALL_OK);
     assert_eq!(r(&mut g.t, 0x70), ALL_OK);
     assert!(g.dev.lock().unwrap().common().is_active());
-    assert_eq!(g.dev.lock().unwrap().acked_features(), crate::features::VERSION_1 | 1 << 3);
+    assert_eq!(
+        g.dev.lock().unwrap().acked_features(),
+        crate::features::VERSION_1 | 1 << 3
+    );
 
-    vq.add_desc_chains(&[desc(0x8000, 16, VRING_DESC_F_NEXT, 1), desc(0x9000, 1, VRING_DESC_F_WRITE, 0)], 0)
-        .unwrap();
+    vq.add_desc_chains(
+        &[
+            desc(0x8000, 16, VRING_DESC_F_NEXT, 1),
+            desc(0x9000, 1, VRING_DESC_F_WRITE, 0),
+        ],
+        0,
+    )
+    .unwrap();
     w(&mut g.t, NOTIFY_OFFSET, 0);
     // The fallback path wrote the queue's eventfd; the event loop would now run the queue.
     assert_eq!(g.dev.lock().unwrap().queue_evts()[0].read().unwrap(), 1);
@@ -167,7 +176,10 @@ fn init_sequence_activates_and_mmio_notify_kicks_the_eventfd() {
 fn notify_before_driver_ok_and_for_missing_queues_is_ignored() {
     let mut g = rig();
     w(&mut g.t, NOTIFY_OFFSET, 0);
-    assert!(g.dev.lock().unwrap().queue_evts()[0].read().is_err(), "no kick before DRIVER_OK");
+    assert!(
+        g.dev.lock().unwrap().queue_evts()[0].read().is_err(),
+        "no kick before DRIVER_OK"
+    );
     let vq = MockSplitQueue::create(&g.mem, GuestAddress(QUEUE_BASE), 16);
     negotiate(&mut g.t, crate::features::VERSION_1);
     setup_queue(&mut g.t, &vq, 16);
@@ -227,8 +239,14 @@ fn a_malicious_chain_sets_needs_reset_and_later_kicks_are_ignored() {
     negotiate(&mut g.t, crate::features::VERSION_1);
     setup_queue(&mut g.t, &vq, 16);
     w(&mut g.t, 0x70, ALL_OK);
-    vq.add_desc_chains(&[desc(0x8000, 16, VRING_DESC_F_NEXT, 1), desc(0x9000, 16, VRING_DESC_F_NEXT, 0)], 0)
-        .unwrap();
+    vq.add_desc_chains(
+        &[
+            desc(0x8000, 16, VRING_DESC_F_NEXT, 1),
+            desc(0x9000, 16, VRING_DESC_F_NEXT, 0),
+        ],
+        0,
+    )
+    .unwrap();
     g.dev.lock().unwrap().process_queue(0);
     assert_eq!(r(&mut g.t, 0x70), ALL_OK | status::DEVICE_NEEDS_RESET);
     assert_eq!(r(&mut g.t, 0x60), 2);
@@ -240,7 +258,9 @@ fn a_malicious_chain_sets_needs_reset_and_later_kicks_are_ignored() {
 #[test]
 fn odd_accesses_never_panic() {
     let mut g = rig();
-    for off in [0x01u64, 0x03, 0x0e, 0x18, 0x28, 0x3c, 0x48, 0x58, 0x68, 0xc0, 0xf8, 0xfff, 0x107, 0x108, 0x800] {
+    for off in [
+        0x01u64, 0x03, 0x0e, 0x18, 0x28, 0x3c, 0x48, 0x58, 0x68, 0xc0, 0xf8, 0xfff, 0x107, 0x108, 0x800,
+    ] {
         for len in [1usize, 2, 4, 8] {
             let mut d = vec![0xaau8; len];
             g.t.read(off, &mut d);

@@ -95,7 +95,11 @@ mod tests {
         let m = mem();
         let vq = MockSplitQueue::new(&m, 16);
         vq.add_desc_chains(
-            &[desc(0x8000, 16, F_NEXT, 1), desc(0x9000, 512, F_NEXT | F_WRITE, 2), desc(0xa000, 1, F_WRITE, 0)],
+            &[
+                desc(0x8000, 16, F_NEXT, 1),
+                desc(0x9000, 512, F_NEXT | F_WRITE, 2),
+                desc(0xa000, 1, F_WRITE, 0),
+            ],
             0,
         )
         .unwrap();
@@ -136,13 +140,21 @@ mod tests {
 
     #[test]
     fn buffers_outside_memory_and_huge_lengths_are_errors() {
-        for (addr, len) in [(0x20_0000u64, 16u32), (0x8000, u32::MAX), (u64::MAX - 4, 16), (0xf_fff0, 0x20)] {
+        for (addr, len) in [
+            (0x20_0000u64, 16u32),
+            (0x8000, u32::MAX),
+            (u64::MAX - 4, 16),
+            (0xf_fff0, 0x20),
+        ] {
             let m = mem();
             let vq = MockSplitQueue::new(&m, 4);
             vq.add_desc_chains(&[desc(addr, len, 0, 0)], 0).unwrap();
             let mut q: Queue = vq.create_queue().unwrap();
             assert!(
-                matches!(pop_chain(&mut q, &m, &mut Vec::new()), Err(ChainError::OutOfMemory { .. })),
+                matches!(
+                    pop_chain(&mut q, &m, &mut Vec::new()),
+                    Err(ChainError::OutOfMemory { .. })
+                ),
                 "{addr:#x}+{len:#x}"
             );
         }
@@ -168,7 +180,10 @@ mod tests {
         let mut q: Queue = vq.create_queue().unwrap();
         // 100 new entries in a ring of 4.
         vq.avail().idx().store(100);
-        assert!(matches!(pop_chain(&mut q, &m, &mut Vec::new()), Err(ChainError::Ring(_))));
+        assert!(matches!(
+            pop_chain(&mut q, &m, &mut Vec::new()),
+            Err(ChainError::Ring(_))
+        ));
     }
 
     #[test]
@@ -188,10 +203,16 @@ mod tests {
         m.write_obj(desc(0x8000, 16, F_NEXT, 0), GuestAddress(0x5000)).unwrap();
         vq.add_desc_chains(&[desc(0x5000, 32, VRING_DESC_F_INDIRECT as u16, 0)], 1)
             .unwrap();
-        assert!(matches!(pop_chain(&mut q, &m, &mut descs), Err(ChainError::Truncated(1))));
+        assert!(matches!(
+            pop_chain(&mut q, &m, &mut descs),
+            Err(ChainError::Truncated(1))
+        ));
         // An indirect table outside memory.
         vq.add_desc_chains(&[desc(0xff_0000_0000, 32, VRING_DESC_F_INDIRECT as u16, 0)], 2)
             .unwrap();
-        assert!(matches!(pop_chain(&mut q, &m, &mut descs), Err(ChainError::Truncated(2))));
+        assert!(matches!(
+            pop_chain(&mut q, &m, &mut descs),
+            Err(ChainError::Truncated(2))
+        ));
     }
 }

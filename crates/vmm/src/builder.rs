@@ -187,7 +187,12 @@ fn open_drive(drive: &DriveConfig) -> Result<Block, BuildError> {
 /// One virtio device at `base` with interrupt line `gsi`: the transport on the MMIO bus, an
 /// irqfd, and per queue an ioeventfd on QueueNotify (datamatch = queue index) plus an event-loop
 /// handler that runs the queue.
-fn attach_virtio(machine: &mut Machine, dev: Arc<Mutex<dyn VirtioDevice>>, base: u64, gsi: u32) -> Result<(), BuildError> {
+fn attach_virtio(
+    machine: &mut Machine,
+    dev: Arc<Mutex<dyn VirtioDevice>>,
+    base: u64,
+    gsi: u32,
+) -> Result<(), BuildError> {
     let trigger = Arc::new(EventFdTrigger::new(machine.irq_evt(gsi)?));
     let interrupt = VirtioInterrupt::new(trigger);
     let transport = MmioTransport::new(dev.clone(), machine.memory.clone(), interrupt);

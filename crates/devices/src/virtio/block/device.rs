@@ -3,9 +3,7 @@
 use std::fs::File;
 
 use ::virtio::{features, DeviceCommon, VirtioDevice};
-use virtio_bindings::virtio_blk::{
-    VIRTIO_BLK_F_BLK_SIZE, VIRTIO_BLK_F_FLUSH, VIRTIO_BLK_F_RO, VIRTIO_BLK_F_SEG_MAX,
-};
+use virtio_bindings::virtio_blk::{VIRTIO_BLK_F_BLK_SIZE, VIRTIO_BLK_F_FLUSH, VIRTIO_BLK_F_RO, VIRTIO_BLK_F_SEG_MAX};
 use virtio_bindings::virtio_ids::VIRTIO_ID_BLOCK;
 use virtio_queue::desc::split::Descriptor;
 
@@ -66,12 +64,11 @@ impl Block {
         if read_only {
             avail |= bit(VIRTIO_BLK_F_RO);
         }
-        let common = DeviceCommon::new(VIRTIO_ID_BLOCK, avail, &[QUEUE_SIZE]).map_err(|source| {
-            BlockError::EventFd {
+        let common =
+            DeviceCommon::new(VIRTIO_ID_BLOCK, avail, &[QUEUE_SIZE]).map_err(|source| BlockError::EventFd {
                 id: id.to_string(),
                 source,
-            }
-        })?;
+            })?;
         let mut id_bytes = [0u8; ID_BYTES];
         let n = id.len().min(ID_BYTES);
         id_bytes[..n].copy_from_slice(&id.as_bytes()[..n]);

@@ -98,13 +98,18 @@ fn submit(g: &mut Rig, kind: u32, sector: u64, data: &[RawDescriptor]) -> (u8, u
     }
     let (avail, used) = (g.rings.0, g.rings.1);
     let idx: u16 = g.mem.read_obj(GuestAddress(avail + 2)).unwrap();
-    g.mem.write_obj(0u16, GuestAddress(avail + 4 + 2 * u64::from(idx % 16))).unwrap();
+    g.mem
+        .write_obj(0u16, GuestAddress(avail + 4 + 2 * u64::from(idx % 16)))
+        .unwrap();
     g.mem.write_obj(idx.wrapping_add(1), GuestAddress(avail + 2)).unwrap();
     g.blk.process_queue(0);
     assert!(!g.blk.common().is_broken(), "device broke");
     let used_idx: u16 = g.mem.read_obj(GuestAddress(used + 2)).unwrap();
     assert_eq!(used_idx, idx.wrapping_add(1), "request not completed");
-    let len: u32 = g.mem.read_obj(GuestAddress(used + 4 + 8 * u64::from(idx % 16) + 4)).unwrap();
+    let len: u32 = g
+        .mem
+        .read_obj(GuestAddress(used + 4 + 8 * u64::from(idx % 16) + 4))
+        .unwrap();
     (g.mem.read_obj(GuestAddress(STATUS)).unwrap(), len)
 }
 
@@ -120,7 +125,12 @@ fn reads_writes_flushes_and_ids() {
     assert_eq!(g.blk.sectors(), 8);
     assert_eq!(&g.blk.config_space()[0..8], &8u64.to_le_bytes());
     // Read sectors 1..3 into two buffers.
-    let (s, len) = submit(&mut g, VIRTIO_BLK_T_IN, 1, &[desc(DATA, 512, W), desc(DATA + 0x1000, 512, W)]);
+    let (s, len) = submit(
+        &mut g,
+        VIRTIO_BLK_T_IN,
+        1,
+        &[desc(DATA, 512, W), desc(DATA + 0x1000, 512, W)],
+    );
     assert_eq!((s, len), (0, 1025));
     let mut buf = [0u8; 512];
     g.mem.read_slice(&mut buf, GuestAddress(DATA + 0x1000)).unwrap();
@@ -144,10 +154,19 @@ fn past_the_end_read_only_and_unknown_requests_fail_cleanly() {
     assert_ne!(g.blk.avail_features() & (1 << 5), 0, "F_RO offered");
     let before = image_bytes(&g);
     g.mem.write_slice(&[0x5a; 512], GuestAddress(DATA)).unwrap();
-    assert_eq!(submit(&mut g, VIRTIO_BLK_T_OUT, 0, &[desc(DATA, 512, R)]).0, VIRTIO_BLK_S_IOERR as u8);
+    assert_eq!(
+        submit(&mut g, VIRTIO_BLK_T_OUT, 0, &[desc(DATA, 512, R)]).0,
+        VIRTIO_BLK_S_IOERR as u8
+    );
     assert_eq!(image_bytes(&g), before, "a read-only image is never written");
-    assert_eq!(submit(&mut g, VIRTIO_BLK_T_IN, 8, &[desc(DATA, 512, W)]).0, VIRTIO_BLK_S_IOERR as u8);
-    assert_eq!(submit(&mut g, VIRTIO_BLK_T_IN, 7, &[desc(DATA, 1024, W)]).0, VIRTIO_BLK_S_IOERR as u8);
+    assert_eq!(
+        submit(&mut g, VIRTIO_BLK_T_IN, 8, &[desc(DATA, 512, W)]).0,
+        VIRTIO_BLK_S_IOERR as u8
+    );
+    assert_eq!(
+        submit(&mut g, VIRTIO_BLK_T_IN, 7, &[desc(DATA, 1024, W)]).0,
+        VIRTIO_BLK_S_IOERR as u8
+    );
     assert_eq!(
         submit(&mut g, VIRTIO_BLK_T_IN, u64::MAX / 2, &[desc(DATA, 512, W)]).0,
         VIRTIO_BLK_S_IOERR as u8
@@ -174,4 +193,3 @@ fn a_looping_chain_marks_the_device_broken() {
     assert!(g.blk.common().is_broken());
     assert_eq!(g.irq.count(), 1, "config interrupt");
 }
-
