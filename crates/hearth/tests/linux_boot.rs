@@ -9,12 +9,19 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::sync::mpsc;
+use std::sync::{mpsc, Mutex};
 use std::time::Duration;
+
+/// One Linux guest at a time: parallel boots on a 2-core host only make each slower.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 const NO_GUEST: &str = "the default guest is not built: run guest/build.sh first";
 /// Generous: a boot takes ~15-25 s on a PVM host, ~1 s on VMX/SVM.
-const TIMEOUT_SECS: &str = "240";
+const TIMEOUT_SECS: &str = "400";
 
 fn guest_dir() -> PathBuf {
     let base = std::env::var_os("HEARTH_CACHE")
@@ -35,6 +42,7 @@ struct Boot {
 }
 
 fn boot(vcpus: &str, guest_cmd: &[&str]) -> Boot {
+    let _one = serial();
     let dir = guest_dir();
     let out = Command::new(env!("CARGO_BIN_EXE_hearth"))
         .args([
@@ -108,6 +116,7 @@ fn linux_boots_with_two_vcpus_and_runs_a_command() {
 /// The interactive path: host input typed into the guest's shell through the serial port.
 #[test]
 fn console_input_reaches_the_guest_shell() {
+    let _one = serial();
     let dir = guest_dir();
     let mut child = Command::new(env!("CARGO_BIN_EXE_hearth"))
         .args(["run", "--memory", "128", "--timeout", TIMEOUT_SECS])
@@ -136,7 +145,7 @@ fn console_input_reaches_the_guest_shell() {
     // Wait for the shell, then type: the UART resets its FIFO when the guest opens the port,
     // so input sent before that would be lost (as on real hardware).
     let mut ready = false;
-    while let Ok(line) = rx.recv_timeout(Duration::from_secs(240)) {
+    while let Ok(line) = rx.recv_timeout(Duration::from_secs(400)) {
         if line.contains("hearth-guest: init ready") {
             ready = true;
             break;
