@@ -299,12 +299,23 @@ impl Vmm {
         }
         let mut reports: Vec<VcpuReport> = std::mem::take(&mut self.early);
         let n = self.threads.len();
-        let kick_deadline = Instant::now() + Duration::from_secs(10);
-        while reports.len() < n && Instant::now() < kick_deadline {
-            for t in &self.threads {
-                if !t.is_finished() {
-                    let _ = t.kill(kick_signal());
+        let start = Instant::now();
+        let mut last_nmi = start;
+        while reports.len() < n && start.elapsed() < STOP_TIMEOUT {
+            for (id, t) in self.threads.iter().enumerate() {
+                if t.is_finished() {
+                    continue;
                 }
+                let _ = t.kill(kick_signal());
+                // A vCPU halted with interrupts off (e.g. in the guest's stop_this_cpu() after
+                // another CPU asked for a reset) may not notice the signal on some hosts (PVM).
+                // An NMI wakes any halted CPU, and the pending signal then ends KVM_RUN.
+                if last_nmi.elapsed() >= NMI_KICK_AFTER {
+                    self.nmi(id);
+                }
+            }
+            if last_nmi.elapsed() >= NMI_KICK_AFTER {
+                last_nmi = Instant::now();
             }
             if let Ok(r) = self.reports.recv_timeout(Duration::from_millis(20)) {
                 reports.push(r);
@@ -314,7 +325,7 @@ impl Vmm {
             if t.is_finished() {
                 let _ = t.join();
             } else {
-                log::error!("a vCPU thread did not stop within 10 s; leaving it behind");
+                log::error!("a vCPU thread did not stop within {STOP_TIMEOUT:?}; leaving it behind");
             }
         }
         let mut stats = vec![ExitStats::default(); n];
@@ -326,6 +337,29 @@ impl Vmm {
         stats
     }
 }
+
+impl Vmm {
+    /// Sends an NMI to the vCPU with APIC ID `id` (vCPU ids are APIC IDs) through KVM_SIGNAL_MSI,
+    /// a VM ioctl that does not wait for the vCPU.
+    fn nmi(&self, id: usize) {
+        const MSI_ADDR: u32 = 0xfee0_0000;
+        const DELIVERY_NMI: u32 = 0x4 << 8;
+        let Ok(id) = u32::try_from(id) else { return };
+        let msi = kvm_bindings::kvm_msi {
+            address_lo: MSI_ADDR | (id << 12),
+            data: DELIVERY_NMI,
+            ..Default::default()
+        };
+        if let Err(e) = self._vm.fd().signal_msi(msi) {
+            log::debug!("cannot send an NMI to vCPU {id}: {e}");
+        }
+    }
+}
+
+/// How long shutdown waits for vCPU threads to stop.
+const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+/// When kicks alone have not stopped a vCPU for this long, NMIs are sent too.
+const NMI_KICK_AFTER: Duration = Duration::from_millis(200);
 
 /// Kicks every vCPU thread every `interval` so that each records its guest RIP.
 fn spawn_profiler(
