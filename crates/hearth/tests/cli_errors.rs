@@ -109,7 +109,8 @@ fn initrd_that_does_not_fit() {
     let Some(kernel) = guest_kernel() else {
         panic!("{}", NO_GUEST)
     };
-    let big = tmp("big-initrd", &vec![0u8; 24 << 20]);
+    // The kernel occupies 16 MiB .. ~28 MiB: 40 MiB more cannot fit in 48 MiB.
+    let big = tmp("big-initrd", &vec![0u8; 40 << 20]);
     assert_error(
         run(&[
             "--kernel",
@@ -117,7 +118,7 @@ fn initrd_that_does_not_fit() {
             "--initrd",
             big.to_str().unwrap(),
             "--memory",
-            "16",
+            "48",
         ]),
         1,
         &["initrd", "big-initrd", "does not fit"],
