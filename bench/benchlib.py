@@ -23,8 +23,10 @@ from pathlib import Path
 
 MARKER = b"hearth-guest: init ready"
 BASE_CMDLINE = "console=ttyS0 reboot=k panic=-1 rodata=off"
-# What hearth adds by itself on a PVM host (crates/vmm/src/host.rs); QEMU gets them explicitly.
-PVM_SWITCHES = "noxsave clearcpuid=popcnt,smap"
+# What hearth adds by itself on a PVM host (PVM_GUEST_CMDLINE in crates/vmm/src/host.rs). Both
+# VMMs get them explicitly; hearth_cmd asks hearth to log the command line it really used, and
+# check_hearth_cmdline() compares it with what QEMU got.
+PVM_SWITCHES = "clearcpuid=xsave,popcnt,smap"
 
 
 def is_pvm():
@@ -190,11 +192,24 @@ def describe_patches(patches):
 
 
 def hearth_cmd(hearth, kernel, initrd, vcpus, mem, cmdline, timeout, stats=False, guest_cmd=("/bin/true",)):
-    cmd = [str(hearth), "run", "--kernel", str(kernel), "--initrd", str(initrd), "--vcpus", str(vcpus),
+    cmd = [str(hearth), "--log-level", "info", "run", "--kernel", str(kernel), "--initrd", str(initrd), "--vcpus", str(vcpus),
            "--memory", str(mem), "--cmdline", cmdline, "--timeout", str(timeout)]
     if stats:
         cmd.append("--stats")
     return cmd + ["--", *guest_cmd]
+
+
+def hearth_used_cmdline(stderr):
+    """The kernel command line hearth logged (`--log-level info`), or None."""
+    for line in stderr.splitlines():
+        i = line.find("kernel command line: ")
+        if i >= 0:
+            return line[i + len("kernel command line: "):].strip()
+    return None
+
+
+def guest_append(cmdline, guest_cmd=("/bin/true",)):
+    return cmdline + (" -- " + " ".join(guest_cmd) if guest_cmd else "")
 
 
 def qemu_cpu():
@@ -205,7 +220,7 @@ def qemu_cpu():
 
 def qemu_cmd(kernel, initrd, vcpus, mem, cmdline, guest_cmd=("/bin/true",), cpu=None):
     cpu = cpu or qemu_cpu()
-    append = cmdline + (" -- " + " ".join(guest_cmd) if guest_cmd else "")
+    append = guest_append(cmdline, guest_cmd)
     return ["qemu-system-x86_64", "-M", "microvm", "-enable-kvm", "-cpu", cpu, "-m", str(mem), "-smp", str(vcpus),
             "-nographic", "-no-reboot", "-kernel", str(kernel), "-initrd", str(initrd), "-append", append]
 
@@ -218,6 +233,17 @@ def read_kib(path, key):
     except (OSError, ValueError, IndexError):
         pass
     return None
+
+
+def cpu_seconds(pid):
+    """utime + stime of a process, all threads (/proc/<pid>/stat fields 14 and 15). On a PVM host
+    the guest's emulated ring 0 runs inside KVM_RUN, so it is charged here as system time."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        fields = stat[stat.rindex(")") + 2 :].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def guest_ram_kib(pid, mem_mib):
@@ -262,6 +288,7 @@ class RunResult:
         self.guest_ram = None      # (size KiB, rss KiB) of the guest RAM mapping right after the marker
         self.killed = False
         self.first_err_s = None    # seconds from spawn to the first byte on stderr
+        self.cpu_s = None          # CPU time (user + system, all threads) of the VMM at the marker
 
 
 def _stop(proc):
@@ -321,6 +348,7 @@ def run_vm(cmd, timeout, mem_mib=128, stall=None, after_marker="wait", after_tim
             if r.marker_s is None and MARKER in buf:
                 r.marker_s = t - t0
                 r.outcome = "marker"
+                r.cpu_s = cpu_seconds(proc.pid)
                 r.rss_kib = read_kib(f"/proc/{proc.pid}/status", "VmRSS")
                 r.guest_ram = guest_ram_kib(proc.pid, mem_mib)
                 limit = t + after_timeout

@@ -15,6 +15,7 @@ Runs are interleaved (one VM at a time; order rotates each round). Prints markdo
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -39,12 +40,24 @@ def parse():
 
 
 class Config:
-    def __init__(self, label, vmm, kernel_label, cmd, note=""):
+    def __init__(self, label, vmm, kernel_label, cmd, note="", cmdline=None):
         self.label, self.vmm, self.kernel_label, self.cmd, self.note = label, vmm, kernel_label, cmd, note
+        self.cmdline = cmdline or B.guest_cmdline(note)
         self.results = []
 
     def times(self):
         return [r.marker_s for r in self.results if r.marker_s is not None]
+
+    def cpus_up(self):
+        """CPUs the guest kernel reported bringing up ("smp: Brought up N node(s), M CPUs"), per run."""
+        seen = set()
+        for r in self.results:
+            m = re.search(rb"smp: Brought up \d+ nodes?, (\d+) CPUs?", r.console)
+            seen.add(int(m.group(1)) if m else None)
+        return ", ".join("?" if x is None else str(x) for x in sorted(seen, key=lambda x: -1 if x is None else x))
+
+    def cpu(self):
+        return [r.cpu_s for r in self.results if r.marker_s is not None and r.cpu_s is not None]
 
 
 def describe_failure(r, head=6, tail=3):
@@ -105,6 +118,7 @@ def main():
                                  console_tail=B.console_tail(qfail, 12))
 
     sections = []
+    mismatches = []
     for n in vcpu_list:
         cmdline = B.guest_cmdline()
         configs = [
@@ -130,6 +144,9 @@ def main():
                                          B.hearth_cmd(hearth, patched, initrd, n, mem, nopv, a.timeout), note="nopv"))
             else:
                 configs[1].results.append(probe)  # a valid run: counts as the first one
+                smp_note = (f"QEMU with {n} vCPUs and the plain command line reached the marker "
+                            f"({probe.marker_s:.1f} s), so no workaround (`nopv`) was needed; that probe "
+                            "is QEMU's first run in the table.", None)
         for i in range(a.runs):
             order = configs[i % len(configs):] + configs[: i % len(configs)]
             for c in order:
@@ -139,37 +156,58 @@ def main():
                 r = B.run_vm(c.cmd, a.timeout, mem, stall=a.stall,
                              after_marker="kill" if c.vmm == "qemu" else "wait")
                 c.results.append(r)
-                say(f"    marker {B.fmt_s(r.marker_s)} s, outcome {r.outcome}, rc {r.rc}")
+                say(f"    marker {B.fmt_s(r.marker_s)} s, CPU {B.fmt_s(r.cpu_s)} s, outcome {r.outcome}, rc {r.rc}")
+                if c.vmm == "hearth":
+                    used = B.hearth_used_cmdline(r.stderr)
+                    want = B.guest_append(c.cmdline)
+                    if used != want:
+                        mismatches.append(f"{n} vCPU, {c.label}: hearth used `{used}`, QEMU got `{want}`")
         sections.append((n, configs, smp_note))
 
     # --- report ---
     out.append(f"Boot to userspace marker, seconds from process start (median of {a.runs} interleaved runs; "
                f"{mem} MiB; guest command `/bin/true`; command line `{B.guest_cmdline()}`).")
     out.append("")
-    out.append("| vCPUs | VMM | kernel | runs (s) | median (s) | vs QEMU (same guest) |")
-    out.append("| ---: | --- | --- | --- | ---: | ---: |")
+    out.append("| vCPUs | VMM | kernel | CPUs up | runs (s) | median (s) | vs QEMU (same guest) "
+               "| CPU s at marker, median | CPU vs QEMU |")
+    out.append("| ---: | --- | --- | ---: | --- | ---: | ---: | ---: | ---: |")
     for n, configs, _ in sections:
         q = {c.note: B.median(c.times()) for c in configs if c.vmm == "qemu"}
+        qc = {c.note: B.median(c.cpu()) for c in configs if c.vmm == "qemu"}
         for c in configs:
-            ts = c.times()
-            med = B.median(ts)
+            med, cmed = B.median(c.times()), B.median(c.cpu())
             runs = ", ".join(B.fmt_s(r.marker_s) if r.marker_s is not None else r.outcome for r in c.results)
-            ref = q.get(c.note)
-            if c.vmm == "qemu":
-                ratio = "1.00 (reference)" if med else "—"
-            elif c.kernel_label == "unpatched":
-                ratio = f"{med / ref:.2f} (QEMU cannot boot it)" if med and ref else "—"
-            else:
-                ratio = f"{med / ref:.2f}" if med and ref else "—"
-            out.append(f"| {n} | {c.label} | {c.kernel_label} | {runs} | {B.fmt_s(med)} | {ratio} |")
-            raw[f"{n}:{c.label}:{c.kernel_label}"] = [dict(marker_s=r.marker_s, end_s=r.end_s, rc=r.rc,
-                                                           outcome=r.outcome) for r in c.results]
+            ref, cref = q.get(c.note), qc.get(c.note)
+
+            def ratio(x, y):
+                if c.vmm == "qemu":
+                    return "1.00 (reference)" if x else "—"
+                if not (x and y):
+                    return "—"
+                return f"{x / y:.2f}" + (" (QEMU cannot boot it)" if c.kernel_label == "unpatched" else "")
+
+            out.append(f"| {n} | {c.label} | {c.kernel_label} | {c.cpus_up()} | {runs} | {B.fmt_s(med)} | {ratio(med, ref)} "
+                       f"| {B.fmt_s(cmed)} | {ratio(cmed, cref)} |")
+            raw[f"{n}:{c.label}:{c.kernel_label}"] = [dict(marker_s=r.marker_s, cpu_s=r.cpu_s, end_s=r.end_s,
+                                                           rc=r.rc, outcome=r.outcome) for r in c.results]
     out.append("")
-    out.append("Ratio = hearth median / QEMU median on the identical kernel and command line (below 1: hearth is faster).")
+    out.append("CPUs up: what the guest kernel reported (`smp: Brought up ... CPUs`) in each run.")
+    out.append("Ratio = hearth median / QEMU median on the identical kernel and command line (below 1: hearth is "
+               "faster). CPU s = user + system time of the whole VMM process when the marker arrived (the "
+               "emulated guest ring 0 is charged as system time of the vCPU threads); it is much less sensitive "
+               "to other load on the host than the wall-clock time.")
+    if mismatches:
+        out.append("")
+        out.append("**Warning: command lines differed** (the ratio compares different guests):")
+        out += ["- " + m for m in sorted(set(mismatches))]
+    else:
+        out.append("hearth's logged kernel command line matched QEMU's `-append` in every run.")
     for n, configs, note in sections:
         if note:
             out.append("")
             out.append(f"SMP ({n} vCPUs): {note[0]}")
+            if note[1] is None:
+                continue
             out.append("")
             out.append("```")
             out += note[1]

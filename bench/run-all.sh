@@ -3,7 +3,9 @@
 # (the blocks between <!-- BEGIN GENERATED: x --> and <!-- END GENERATED: x -->; the prose
 # around them is hand-written and kept).
 #
-#   bench/run-all.sh [--runs N] [--skip-boot] [--skip-overhead] [--skip-pio] [--skip-hyperfine]
+#   bench/run-all.sh [--runs N] [--skip-boot] [--skip-overhead] [--skip-pio] [--with-hyperfine]
+#
+# --with-hyperfine adds hearth's end-to-end run (boot, /bin/true, reboot) timed by hyperfine.
 #
 # Needs: /dev/kvm, the guest from guest/build.sh, qemu-system-x86 and hyperfine (installed with
 # apt-get if missing), cargo. VMs run one at a time: on a 2-core host two guests at once would
@@ -13,15 +15,15 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 DOC=$ROOT/docs/benchmarks.md
 RUNS=3
-SKIP_BOOT=0 SKIP_OVERHEAD=0 SKIP_PIO=0 SKIP_HYPERFINE=0
+SKIP_BOOT=0 SKIP_OVERHEAD=0 SKIP_PIO=0 SKIP_HYPERFINE=1
 while [ $# -gt 0 ]; do
 	case $1 in
 	--runs) RUNS=$2; shift ;;
 	--skip-boot) SKIP_BOOT=1 ;;
 	--skip-overhead) SKIP_OVERHEAD=1 ;;
 	--skip-pio) SKIP_PIO=1 ;;
-	--skip-hyperfine) SKIP_HYPERFINE=1 ;;
-	-h | --help) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+	--with-hyperfine) SKIP_HYPERFINE=0 ;;
+	-h | --help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
 	*) echo "run-all: unknown argument $1" >&2; exit 2 ;;
 	esac
 	shift
@@ -42,17 +44,29 @@ say "building hearth (release)"
 (cd "$ROOT" && cargo build --release -p hearth -q)
 HEARTH=$ROOT/target/release/hearth
 
-GUEST_DIR=$("$ROOT/guest/build.sh" --print-dir 2>/dev/null || true)
-if [ -z "$GUEST_DIR" ] || [ ! -f "$GUEST_DIR/vmlinux" ]; then
-	say "building the guest (guest/build.sh)"
+# The default guest (guest/build.sh points "default" at its newest build); build it only if
+# there is none, so a benchmark never waits for a kernel build because guest/ is being edited.
+GUEST_DIR=${HEARTH_CACHE:-$HOME/.cache/hearth}/guest/default
+if [ ! -f "$GUEST_DIR/vmlinux" ] || [ ! -f "$GUEST_DIR/initramfs.cpio" ]; then
+	say "no default guest yet: building it (guest/build.sh)"
 	"$ROOT/guest/build.sh" >&2
-	GUEST_DIR=$("$ROOT/guest/build.sh" --print-dir)
 fi
-KERNEL=$GUEST_DIR/vmlinux
-INITRD=$GUEST_DIR/initramfs.cpio
+# Work on a private copy: guest/build.sh replaces the cache entry when guest/ changes, and a
+# session must boot one guest from start to end.
+GUEST_KEY=$(basename "$(readlink -f "$GUEST_DIR")")
+SNAP=${HEARTH_CACHE:-$HOME/.cache/hearth}/bench/guest-$GUEST_KEY
+if [ ! -f "$SNAP/initramfs.cpio" ]; then
+	mkdir -p "$SNAP.tmp"
+	cp "$GUEST_DIR/vmlinux" "$GUEST_DIR/initramfs.cpio" "$SNAP.tmp/"
+	rm -rf "$SNAP" && mv "$SNAP.tmp" "$SNAP"
+fi
+KERNEL=$SNAP/vmlinux
+INITRD=$SNAP/initramfs.cpio
 
-OUT=$(mktemp -d /tmp/hearth-bench.XXXXXX)
-trap 'rm -rf "$OUT"' EXIT
+# Raw results stay here (not committed) even if writing the doc fails.
+OUT=$ROOT/target/bench-results/$(date -u +%Y%m%d-%H%M%S)
+mkdir -p "$OUT"
+say "results: $OUT"
 
 # --- machine --------------------------------------------------------------------------------
 {
@@ -69,8 +83,9 @@ trap 'rm -rf "$OUT"' EXIT
 	fi
 	echo "| QEMU | $(qemu-system-x86_64 --version | head -1) |"
 	echo "| hearth | $(cd "$ROOT" && git rev-parse --short HEAD) ($(cd "$ROOT" && git log -1 --format=%cs)) |"
-	echo "| guest | \`$(basename "$(readlink -f "$GUEST_DIR")")\`: vmlinux $(stat -c %s "$KERNEL") bytes, initramfs $(stat -c %s "$INITRD") bytes |"
+	echo "| guest | \`$GUEST_KEY\`: vmlinux $(stat -c %s "$KERNEL") bytes, initramfs $(stat -c %s "$INITRD") bytes |"
 	echo "| date | $(date -u '+%Y-%m-%d %H:%M UTC') |"
+	echo "| load average at start | $(cut -d' ' -f1-3 /proc/loadavg) (other work on the host adds noise to both VMMs alike) |"
 } >"$OUT/machine.md"
 cat "$OUT/machine.md" >&2
 
@@ -99,6 +114,8 @@ if [ $SKIP_HYPERFINE = 0 ]; then
 		-n "hearth, unpatched kernel, 1 vCPU" \
 		"$HEARTH run --kernel $KERNEL --initrd $INITRD --vcpus 1 --memory 128 --cmdline '$CMDLINE' --timeout 180 -- /bin/true" \
 		>/dev/null 2>&1 </dev/null || say "hyperfine failed (see above)"
+else
+	echo "Not run in this session (\`bench/run-all.sh --with-hyperfine\`)." >"$OUT/hyperfine.md"
 fi
 
 # --- write the doc --------------------------------------------------------------------------
@@ -112,10 +129,10 @@ for name in ["machine", "boot", "overhead", "pio", "hyperfine"]:
     if not f.exists():
         continue
     body = f.read_text().strip()
-    pat = re.compile(rf"(<!-- BEGIN GENERATED: {name} -->\n).*?(\n<!-- END GENERATED: {name} -->)", re.S)
+    pat = re.compile(rf"(<!-- BEGIN GENERATED: {name} -->\n)(?:.*?\n)?(<!-- END GENERATED: {name} -->)", re.S)
     if not pat.search(text):
         sys.exit(f"run-all: {doc} has no GENERATED block named {name}")
-    text = pat.sub(lambda m: m.group(1) + body + m.group(2), text)
+    text = pat.sub(lambda m: m.group(1) + body + "\n" + m.group(2), text)
 doc.write_text(text)
 print(f"[bench] wrote {doc}", file=sys.stderr)
 PY
