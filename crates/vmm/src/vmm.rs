@@ -321,11 +321,13 @@ impl Vmm {
                 reports.push(r);
             }
         }
-        for t in self.threads.drain(..) {
-            if t.is_finished() {
+        for (id, t) in self.threads.drain(..).enumerate() {
+            // A thread that has sent its report returns right after: join it.
+            let reported = reports.iter().any(|r| usize::from(r.0) == id);
+            if reported || t.is_finished() {
                 let _ = t.join();
             } else {
-                log::error!("a vCPU thread did not stop within {STOP_TIMEOUT:?}; leaving it behind");
+                log::error!("vCPU {id} did not stop within {STOP_TIMEOUT:?}; leaving its thread behind");
             }
         }
         let mut stats = vec![ExitStats::default(); n];
