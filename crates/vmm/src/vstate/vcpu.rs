@@ -270,14 +270,14 @@ pub fn install_kick_handler() -> Result<(), VcpuError> {
         .map_err(|e| VcpuError::Signal(vmm_sys_util::errno::Error::new(e)))
 }
 
-/// Logs `what` the first time it is seen in this process (guest-triggerable messages must not
-/// flood the host's logs).
+/// Logs `what` (at info level: expected events such as fix-ups on PVM hosts) the first time it is
+/// seen in this process; guest-triggerable messages must not flood the host's logs.
 pub(crate) fn log_once(what: String) {
     static SEEN: OnceLock<Mutex<HashSet<String>>> = OnceLock::new();
     let seen = SEEN.get_or_init(Default::default);
     let mut seen = seen.lock().unwrap_or_else(|e| e.into_inner());
     if seen.len() < 256 && seen.insert(what.clone()) {
-        log::warn!("{what}");
+        log::info!("{what}");
     }
 }
 
