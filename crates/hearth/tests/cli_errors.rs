@@ -3,6 +3,8 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Command, Output};
@@ -200,9 +202,6 @@ fn unsafe_free_uid() -> u32 {
 const NO_GUEST: &str = "the default guest is not built: run guest/build.sh first";
 
 fn guest_kernel() -> Option<PathBuf> {
-    let base = std::env::var_os("HEARTH_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/hearth"));
-    let k = base.join("guest/default/vmlinux");
+    let k = common::guest_dir().join("vmlinux");
     k.exists().then_some(k)
 }

@@ -6,8 +6,9 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::io::{BufRead, BufReader, Read, Write};
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::{mpsc, Mutex};
 use std::time::Duration;
@@ -19,21 +20,8 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
     ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-const NO_GUEST: &str = "the default guest is not built: run guest/build.sh first";
 /// Generous: a boot takes ~15-25 s on a PVM host, ~1 s on VMX/SVM.
 const TIMEOUT_SECS: &str = "400";
-
-fn guest_dir() -> PathBuf {
-    let base = std::env::var_os("HEARTH_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/hearth"));
-    let dir = base.join("guest/default");
-    assert!(
-        dir.join("vmlinux").exists() && dir.join("initramfs.cpio").exists(),
-        "{NO_GUEST}"
-    );
-    dir
-}
 
 struct Boot {
     code: Option<i32>,
@@ -43,7 +31,7 @@ struct Boot {
 
 fn boot(vcpus: &str, guest_cmd: &[&str]) -> Boot {
     let _one = serial();
-    let dir = guest_dir();
+    let dir = common::built_guest_dir();
     let out = Command::new(env!("CARGO_BIN_EXE_hearth"))
         .args([
             "run",
@@ -117,7 +105,7 @@ fn linux_boots_with_two_vcpus_and_runs_a_command() {
 #[test]
 fn console_input_reaches_the_guest_shell() {
     let _one = serial();
-    let dir = guest_dir();
+    let dir = common::built_guest_dir();
     let mut child = Command::new(env!("CARGO_BIN_EXE_hearth"))
         .args(["run", "--memory", "128", "--timeout", TIMEOUT_SECS])
         .arg("--kernel")

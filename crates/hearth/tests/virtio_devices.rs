@@ -7,6 +7,8 @@
 
 #![allow(clippy::unwrap_used, clippy::cast_possible_truncation)]
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -14,18 +16,6 @@ const IMAGE_SIZE: usize = 2 << 20;
 /// Generous: a loaded PVM host has taken over three minutes for this boot.
 const TIMEOUT_SECS: &str = "900";
 const WRITE_LEN: usize = 16 * 1024;
-
-fn guest_dir() -> PathBuf {
-    let base = std::env::var_os("HEARTH_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/hearth"));
-    let dir = base.join("guest/default");
-    assert!(
-        dir.join("vmlinux").exists() && dir.join("initramfs.cpio").exists(),
-        "the default guest is not built: run guest/build.sh first"
-    );
-    dir
-}
 
 fn sha256_hex(data: &[u8]) -> String {
     let mut child = Command::new("sha256sum")
@@ -77,7 +67,7 @@ fn hexdump_bytes(console: &str) -> Vec<u8> {
 
 #[test]
 fn linux_uses_virtio_blk_and_rng() {
-    let dir = guest_dir();
+    let dir = common::built_guest_dir();
     let rw_data: Vec<u8> = (0..IMAGE_SIZE).map(|i| (i * 7 + 3) as u8).collect();
     let ro_data: Vec<u8> = rw_data.iter().rev().copied().collect();
     let rw = temp_image("rw", &rw_data);

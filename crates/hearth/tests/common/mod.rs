@@ -1,0 +1,23 @@
+//! Shared by the end-to-end tests: where the default guest built by guest/build.sh lives.
+
+use std::path::PathBuf;
+
+/// `${HEARTH_CACHE:-$HOME/.cache/hearth}/guest/default`, as guest/build.sh and `hearth run` use it.
+pub fn guest_dir() -> PathBuf {
+    let base = std::env::var_os("HEARTH_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/hearth"));
+    base.join("guest/default")
+}
+
+#[allow(dead_code)] // not every test binary boots the guest
+/// The default guest's directory; fails the test (never skips it) when the guest is not built.
+pub fn built_guest_dir() -> PathBuf {
+    let dir = guest_dir();
+    assert!(
+        dir.join("vmlinux").exists() && dir.join("initramfs.cpio").exists(),
+        "the default guest is not built ({} missing): run guest/build.sh first",
+        dir.display()
+    );
+    dir
+}
