@@ -29,7 +29,7 @@ struct Boot {
     stderr: String,
 }
 
-fn boot(vcpus: &str, guest_cmd: &[&str]) -> Boot {
+fn boot(vcpus: &str, protocol: &str, guest_cmd: &[&str]) -> Boot {
     let _one = serial();
     let dir = common::built_guest_dir();
     let out = Command::new(env!("CARGO_BIN_EXE_hearth"))
@@ -42,6 +42,8 @@ fn boot(vcpus: &str, guest_cmd: &[&str]) -> Boot {
             "--timeout",
             TIMEOUT_SECS,
             "--stats",
+            "--boot-protocol",
+            protocol,
         ])
         .arg("--kernel")
         .arg(dir.join("vmlinux"))
@@ -91,13 +93,15 @@ const CMD: [&str; 3] = [
 
 #[test]
 fn linux_boots_with_one_vcpu_and_runs_a_command() {
-    let b = boot("1", &CMD);
+    // PVH entry (the kernel has the ELF note).
+    let b = boot("1", "pvh", &CMD);
     check_boot(&b, 1);
 }
 
 #[test]
 fn linux_boots_with_two_vcpus_and_runs_a_command() {
-    let b = boot("2", &CMD);
+    // The 64-bit Linux boot protocol (zero page, long mode set up by hearth).
+    let b = boot("2", "linux64", &CMD);
     check_boot(&b, 2);
 }
 
