@@ -12,6 +12,7 @@
 pub mod arch;
 pub mod builder;
 pub mod config;
+pub mod console_input;
 pub mod host;
 pub mod loader;
 pub mod machine;

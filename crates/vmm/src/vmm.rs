@@ -20,6 +20,7 @@ use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 use vmm_sys_util::signal::Killable;
 
+use crate::console_input::{ConsoleInput, Typed};
 use crate::vstate::exits::ExitStats;
 use crate::vstate::vcpu::{kick_signal, StopReason, Vcpu};
 use crate::vstate::vm::Vm;
@@ -112,9 +113,6 @@ const TOKEN_INPUT: u64 = 4;
 /// Event handler `i` has token `TOKEN_HANDLERS + i`.
 const TOKEN_HANDLERS: u64 = 16;
 
-/// Ctrl-A, then 'x': leave the VM from the console (as QEMU's -nographic).
-const ESCAPE: u8 = 0x01;
-
 impl Vmm {
     pub(crate) fn start(parts: VmmParts) -> Result<Self, VmmError> {
         let VmmParts {
@@ -193,8 +191,7 @@ impl Vmm {
                 log::debug!("console input fd {fd} cannot be polled; running without input");
             }
         }
-        let mut escape = false;
-        let mut pending: Vec<u8> = Vec::new();
+        let mut typed = ConsoleInput::default();
         let mut events = vec![EpollEvent::default(); 8];
         loop {
             let mut timeout_ms: i32 = -1;
@@ -205,10 +202,10 @@ impl Vmm {
                 }
                 timeout_ms = i32::try_from(left.as_millis()).unwrap_or(i32::MAX).max(1);
             }
-            if !pending.is_empty() {
+            if !typed.pending().is_empty() {
                 // The guest has not drained its receive FIFO yet: retry soon.
                 timeout_ms = if timeout_ms < 0 { 10 } else { timeout_ms.min(10) };
-                self.feed_console(&mut pending);
+                self.feed_console(&mut typed);
             }
             let n = match epoll.wait(timeout_ms, &mut events) {
                 Ok(n) => n,
@@ -255,21 +252,10 @@ impl Vmm {
                             let _ = epoll.ctl(ControlOperation::Delete, fd, EpollEvent::default());
                             continue;
                         }
-                        for &b in &buf[..usize::try_from(r).unwrap_or(0)] {
-                            if escape {
-                                escape = false;
-                                match b {
-                                    b'x' | b'X' => return Ok(VmExit::Signal(libc::SIGINT)),
-                                    ESCAPE => pending.push(ESCAPE),
-                                    other => pending.extend_from_slice(&[ESCAPE, other]),
-                                }
-                            } else if b == ESCAPE {
-                                escape = true;
-                            } else {
-                                pending.push(b);
-                            }
+                        if typed.push(&buf[..usize::try_from(r).unwrap_or(0)]) == Typed::Quit {
+                            return Ok(VmExit::Signal(libc::SIGINT));
                         }
-                        self.feed_console(&mut pending);
+                        self.feed_console(&mut typed);
                     }
                     token => {
                         let i = token.checked_sub(TOKEN_HANDLERS).and_then(|i| usize::try_from(i).ok());
@@ -282,11 +268,11 @@ impl Vmm {
         }
     }
 
-    fn feed_console(&self, pending: &mut Vec<u8>) {
+    fn feed_console(&self, typed: &mut ConsoleInput) {
         if let Some(c) = &self.console {
             let mut serial = c.serial.lock().unwrap_or_else(|e| e.into_inner());
-            let n = serial.enqueue_input(pending);
-            pending.drain(..n.min(pending.len()));
+            let n = serial.enqueue_input(typed.pending());
+            typed.consumed(n);
         }
     }
 
