@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use vmm::config::{DriveConfig, DEFAULT_CMDLINE};
+use vmm::config::{DriveConfig, NetConfig, DEFAULT_CMDLINE};
 use vmm::loader::BootProtocol;
 use vmm::vstate::exits::render_table;
 use vmm::{ConsoleIo, VmConfig, VmExit};
@@ -85,6 +85,10 @@ pub struct RunArgs {
     /// Attach a virtio-rng entropy device (/dev/hwrng in the guest; off by default).
     #[arg(long)]
     pub rng: bool,
+    /// A virtio-net interface (eth0 in the guest) on a host tap device: tap=NAME[,mac=MAC].
+    /// The MAC defaults to a locally administered one derived from NAME.
+    #[arg(long, value_name = "SPEC")]
+    pub net: Option<String>,
     /// Stop the VM after this many seconds (exit code 5).
     #[arg(long, value_name = "SECS")]
     pub timeout: Option<f64>,
@@ -179,6 +183,7 @@ fn resolve(args: &RunArgs) -> Result<VmConfig, CliError> {
             .then(|| Duration::from_millis(args.profile_interval_ms.max(1))),
         drives,
         rng: args.rng,
+        net: args.net.as_deref().map(parse_net).transpose()?,
     })
 }
 
@@ -200,6 +205,42 @@ fn parse_drive(spec: &str, index: usize) -> Result<DriveConfig, CliError> {
         path,
         read_only,
     })
+}
+
+/// Parses `tap=NAME[,mac=MAC]` (--net).
+fn parse_net(spec: &str) -> Result<NetConfig, CliError> {
+    let bad = |why: String| {
+        CliError(format!(
+            "--net '{spec}': {why} (expected tap=NAME[,mac=02:xx:xx:xx:xx:xx])"
+        ))
+    };
+    let (mut tap, mut mac) = (None, None);
+    for part in spec.split(',') {
+        match part.split_once('=') {
+            Some(("tap", t)) if !t.is_empty() && t.len() < 16 && !t.contains(['/', ' ']) => {
+                tap = Some(t.to_string());
+            }
+            Some(("mac", m)) => mac = Some(parse_mac(m).ok_or_else(|| bad(format!("bad MAC '{m}'")))?),
+            _ => return Err(bad(format!("unknown or invalid option '{part}'"))),
+        }
+    }
+    let tap = tap.ok_or_else(|| bad("no tap".into()))?;
+    let mac = mac.unwrap_or_else(|| vmm::config::default_mac(&tap));
+    Ok(NetConfig { tap, mac })
+}
+
+/// `aa:bb:cc:dd:ee:ff`, unicast (the low bit of the first byte clear).
+fn parse_mac(s: &str) -> Option<[u8; 6]> {
+    let mut mac = [0u8; 6];
+    let mut parts = s.split(':');
+    for b in &mut mac {
+        let p = parts.next()?;
+        if p.len() != 2 {
+            return None;
+        }
+        *b = u8::from_str_radix(p, 16).ok()?;
+    }
+    (parts.next().is_none() && mac[0] & 1 == 0).then_some(mac)
 }
 
 fn check_drive(d: &DriveConfig) -> Result<(), CliError> {
@@ -320,6 +361,25 @@ mod tests {
         for bad in ["", "ro", "path=", "path=/x,rw", "path=/x,id=", "/x.img"] {
             let e = parse_drive(bad, 0).unwrap_err().to_string();
             assert!(e.starts_with(&format!("--drive '{bad}'")), "{e}");
+        }
+    }
+
+    #[test]
+    fn net_specs() {
+        let n = parse_net("tap=hnet0,mac=02:aa:bb:cc:dd:0e").unwrap();
+        assert_eq!(n.tap, "hnet0");
+        assert_eq!(n.mac, [2, 0xaa, 0xbb, 0xcc, 0xdd, 0x0e]);
+        assert_eq!(parse_net("tap=t1").unwrap().mac, parse_net("tap=t1").unwrap().mac);
+        for bad in [
+            "",
+            "tap=",
+            "mac=02:00:00:00:00:01",
+            "tap=x,mac=01:00:00:00:00:00",
+            "tap=x,mac=02:00",
+            "tap=x,y",
+        ] {
+            let e = parse_net(bad).unwrap_err().to_string();
+            assert!(e.starts_with(&format!("--net '{bad}'")), "{e}");
         }
     }
 }

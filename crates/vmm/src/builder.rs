@@ -9,7 +9,8 @@ use std::os::fd::RawFd;
 use std::sync::{Arc, Mutex};
 
 use devices::legacy::{i8042, serial, SerialConsole, I8042};
-use devices::virtio::{Block, Rng};
+use devices::virtio::net::Tap;
+use devices::virtio::{Block, Net, Rng};
 use devices::EventFdTrigger;
 use virtio::{MmioTransport, VirtioDevice, VirtioInterrupt, MMIO_LEN, NOTIFY_OFFSET};
 use vm_memory::GuestMemoryMmap;
@@ -17,7 +18,7 @@ use vmm_sys_util::eventfd::EventFd;
 
 use crate::arch::layout::{IOAPIC_PINS, MMIO_DEVICES_START};
 use crate::arch::{boot, mptable};
-use crate::config::{check_memory, check_vcpus, host_ram_mib, ConfigError, DriveConfig, VmConfig};
+use crate::config::{check_memory, check_vcpus, host_ram_mib, ConfigError, DriveConfig, NetConfig, VmConfig};
 use crate::loader::{self, KernelEntry, LoadError};
 use crate::machine::{ApStart, Machine, MachineError};
 use crate::vmm::{Console, EventHandler, Vmm};
@@ -46,6 +47,14 @@ pub enum BuildError {
     Block(#[from] devices::virtio::block::BlockError),
     #[error(transparent)]
     Rng(#[from] devices::virtio::rng::RngError),
+    #[error("cannot open tap device '{name}'")]
+    TapOpen {
+        name: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Net(#[from] devices::virtio::net::NetError),
     #[error("too many virtio devices: interrupt lines {first}..{last} are all taken")]
     TooManyDevices { first: u32, last: u32 },
     #[error("cannot set up the virtio device at {base:#x}")]
@@ -145,7 +154,8 @@ fn with_kernel_args(cmdline: &str, args: &[String]) -> String {
     }
 }
 
-/// Creates the virtio devices the config asks for (drives in order, then the entropy device),
+/// Creates the virtio devices the config asks for (drives in order, the entropy device, then
+/// the network interface),
 /// puts each on the MMIO bus, and returns the kernel command-line entries that announce them.
 fn attach_virtio_devices(machine: &mut Machine, config: &VmConfig) -> Result<Vec<String>, BuildError> {
     let mut devices: Vec<Arc<Mutex<dyn VirtioDevice>>> = Vec::new();
@@ -154,6 +164,14 @@ fn attach_virtio_devices(machine: &mut Machine, config: &VmConfig) -> Result<Vec
     }
     if config.rng {
         devices.push(Arc::new(Mutex::new(Rng::new()?)));
+    }
+    if let Some(net) = &config.net {
+        let net = Arc::new(Mutex::new(open_net(net)?));
+        let fd = net.lock().unwrap_or_else(|e| e.into_inner()).backend_fd();
+        if let Some(fd) = fd {
+            machine.add_event_handler(Box::new(NetBackendReady { fd, dev: net.clone() }));
+        }
+        devices.push(net);
     }
     let mut args = Vec::with_capacity(devices.len());
     for (i, dev) in (0u32..).zip(devices) {
@@ -182,6 +200,30 @@ fn open_drive(drive: &DriveConfig) -> Result<Block, BuildError> {
             source,
         })?;
     Ok(Block::new(file, drive.read_only, &drive.id)?)
+}
+
+fn open_net(net: &NetConfig) -> Result<Net, BuildError> {
+    let tap = Tap::open(&net.tap).map_err(|source| BuildError::TapOpen {
+        name: net.tap.clone(),
+        source,
+    })?;
+    Ok(Net::new(Box::new(tap), net.mac)?)
+}
+
+/// Delivers frames arriving on a network device's host backend (the tap) to the guest.
+struct NetBackendReady {
+    /// Owned by the device, which this handler keeps alive.
+    fd: RawFd,
+    dev: Arc<Mutex<Net>>,
+}
+
+impl EventHandler for NetBackendReady {
+    fn fd(&self) -> RawFd {
+        self.fd
+    }
+    fn on_readable(&mut self) {
+        self.dev.lock().unwrap_or_else(|e| e.into_inner()).backend_event();
+    }
 }
 
 /// One virtio device at `base` with interrupt line `gsi`: the transport on the MMIO bus, an

@@ -23,6 +23,16 @@ pub struct VmConfig {
     pub drives: Vec<DriveConfig>,
     /// Attach a virtio-rng entropy device.
     pub rng: bool,
+    /// A virtio-net interface on a host tap device.
+    pub net: Option<NetConfig>,
+}
+
+/// One virtio-net interface backed by a host tap device.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NetConfig {
+    /// The host's tap interface name (opened through /dev/net/tun).
+    pub tap: String,
+    pub mac: [u8; 6],
 }
 
 /// One virtio-blk drive backed by a raw image file.
@@ -32,6 +42,17 @@ pub struct DriveConfig {
     pub id: String,
     pub path: PathBuf,
     pub read_only: bool,
+}
+
+/// A locally administered unicast MAC derived from `name` (FNV-1a), stable across runs.
+pub fn default_mac(name: &str) -> [u8; 6] {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in name.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    let b = h.to_le_bytes();
+    [0x02, b[0], b[1], b[2], b[3], b[4]]
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -94,6 +115,14 @@ mod tests {
             check_vcpus(300, 1024),
             Err(ConfigError::TooManyVcpus { asked: 300, max: 254 })
         );
+    }
+
+    #[test]
+    fn default_macs_are_stable_local_unicast() {
+        let a = default_mac("hnet0");
+        assert_eq!(a, default_mac("hnet0"));
+        assert_ne!(a, default_mac("hnet1"));
+        assert_eq!(a[0], 0x02);
     }
 
     #[test]

@@ -2,9 +2,11 @@
 //! by the event loop (its queue work). The plumbing they share is the `virtio` crate.
 
 pub mod block;
+pub mod net;
 pub mod rng;
 
 pub use block::Block;
+pub use net::Net;
 pub use rng::Rng;
 
 /// Guest memory as the device models see it.

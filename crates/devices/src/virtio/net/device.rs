@@ -1,0 +1,168 @@
+//! The virtio-net device: features, config space (MAC, link status), and its two queues.
+
+use std::io;
+use std::os::fd::RawFd;
+
+use ::virtio::queue::pop_chain;
+use ::virtio::{features, DeviceCommon, VirtioDevice};
+use virtio_bindings::virtio_ids::VIRTIO_ID_NET;
+use virtio_bindings::virtio_net::{VIRTIO_NET_F_MAC, VIRTIO_NET_F_STATUS, VIRTIO_NET_S_LINK_UP};
+use virtio_queue::desc::split::Descriptor;
+use virtio_queue::QueueT;
+
+use super::handler::{read_tx_frame, write_rx_frame, MAX_FRAME};
+
+pub(crate) const QUEUE_SIZE: u16 = 256;
+pub(crate) const RX: usize = 0;
+pub(crate) const TX: usize = 1;
+
+#[derive(Debug, thiserror::Error)]
+pub enum NetError {
+    #[error("cannot create the queue eventfds of the network device")]
+    EventFd(#[source] io::Error),
+}
+
+/// Where frames go to and come from (a tap device, or a mock in tests).
+pub trait Backend: Send {
+    /// Reads one frame into `buf`; `None` when none is waiting.
+    fn recv(&mut self, buf: &mut [u8]) -> io::Result<Option<usize>>;
+    /// Sends one frame.
+    fn send(&mut self, frame: &[u8]) -> io::Result<()>;
+    /// An fd the event loop watches: readable when frames may have arrived.
+    fn event_fd(&self) -> Option<RawFd> {
+        None
+    }
+    /// Called before draining the backend after `event_fd` was readable.
+    fn ack_event(&mut self) {}
+}
+
+pub struct Net {
+    common: DeviceCommon,
+    backend: Box<dyn Backend>,
+    config: [u8; 8],
+    /// A received frame the driver had no buffer for yet.
+    pending: Option<usize>,
+    rx_buf: Vec<u8>,
+    tx_buf: Vec<u8>,
+    descs: Vec<Descriptor>,
+}
+
+impl Net {
+    pub fn new(backend: Box<dyn Backend>, mac: [u8; 6]) -> Result<Self, NetError> {
+        let avail = (1u64 << VIRTIO_NET_F_MAC) | (1u64 << VIRTIO_NET_F_STATUS) | features::RING_INDIRECT_DESC;
+        let common = DeviceCommon::new(VIRTIO_ID_NET, avail, &[QUEUE_SIZE, QUEUE_SIZE]).map_err(NetError::EventFd)?;
+        let mut config = [0u8; 8];
+        config[..6].copy_from_slice(&mac);
+        let status = u16::try_from(VIRTIO_NET_S_LINK_UP).unwrap_or(1);
+        config[6..8].copy_from_slice(&status.to_le_bytes());
+        Ok(Self {
+            common,
+            backend,
+            config,
+            pending: None,
+            rx_buf: vec![0; MAX_FRAME],
+            tx_buf: Vec::with_capacity(MAX_FRAME),
+            descs: Vec::with_capacity(usize::from(QUEUE_SIZE)),
+        })
+    }
+
+    /// The fd the event loop should watch for received frames (see [`Net::backend_event`]).
+    pub fn backend_fd(&self) -> Option<RawFd> {
+        self.backend.event_fd()
+    }
+
+    /// The backend's fd became readable: deliver what arrived.
+    pub fn backend_event(&mut self) {
+        self.backend.ack_event();
+        self.process_rx();
+    }
+
+    /// Moves received frames into the driver's receive buffers until the backend has no more
+    /// or the driver has no more buffers (then the frame waits for the next receive kick).
+    fn process_rx(&mut self) {
+        let mut used_any = false;
+        loop {
+            let len = match self.pending.take() {
+                Some(len) => len,
+                None => match self.backend.recv(&mut self.rx_buf) {
+                    Ok(Some(len)) => len,
+                    Ok(None) => break,
+                    Err(e) => {
+                        log::warn!("virtio-net: receive from the backend failed: {e}");
+                        break;
+                    }
+                },
+            };
+            let Some(active) = self.common.active() else {
+                self.pending = Some(len);
+                break;
+            };
+            let Some(q) = active.queues.get_mut(RX) else {
+                self.pending = Some(len);
+                break;
+            };
+            let head = match pop_chain(q, &active.mem, &mut self.descs) {
+                Ok(Some(head)) => head,
+                Ok(None) => {
+                    self.pending = Some(len);
+                    break;
+                }
+                Err(e) => {
+                    self.common.fail(format_args!("receive queue: {e}"));
+                    break;
+                }
+            };
+            let written = write_rx_frame(&active.mem, &self.descs, &self.rx_buf[..len]).unwrap_or_else(|| {
+                ::virtio::guest_warn(format_args!(
+                    "virtio-net: a {len}-byte frame does not fit the receive buffer; dropped"
+                ));
+                0
+            });
+            if let Err(e) = q.add_used(&active.mem, head, written) {
+                self.common.fail(format_args!("cannot add to the used ring: {e}"));
+                break;
+            }
+            used_any = true;
+        }
+        if used_any {
+            if let Some(active) = self.common.active() {
+                active.interrupt.signal_used();
+            }
+        }
+    }
+
+    fn process_tx(&mut self) {
+        let backend = &mut self.backend;
+        let buf = &mut self.tx_buf;
+        self.common.process_queue(TX, &mut self.descs, |mem, descs| {
+            match read_tx_frame(mem, descs, buf) {
+                Some(frame) => {
+                    if let Err(e) = backend.send(frame) {
+                        log::debug!("virtio-net: frame of {} bytes not sent: {e}", frame.len());
+                    }
+                }
+                None => ::virtio::guest_warn(format_args!("virtio-net: malformed transmit chain dropped")),
+            }
+            0
+        });
+    }
+}
+
+impl VirtioDevice for Net {
+    fn common(&self) -> &DeviceCommon {
+        &self.common
+    }
+    fn common_mut(&mut self) -> &mut DeviceCommon {
+        &mut self.common
+    }
+    fn config_space(&self) -> &[u8] {
+        &self.config
+    }
+    fn process_queue(&mut self, index: usize) {
+        match index {
+            RX => self.process_rx(),
+            TX => self.process_tx(),
+            _ => {}
+        }
+    }
+}

@@ -1,0 +1,178 @@
+//! virtio-net frames against mock guest memory and queues and a mock backend.
+
+#![allow(clippy::cast_possible_truncation)]
+
+use std::collections::VecDeque;
+use std::io;
+use std::sync::{Arc, Mutex};
+
+use ::virtio::interrupt::CountingTrigger;
+use ::virtio::{Activated, VirtioDevice, VirtioInterrupt};
+use virtio_bindings::virtio_ring::{VRING_DESC_F_NEXT, VRING_DESC_F_WRITE};
+use virtio_queue::desc::RawDescriptor;
+use virtio_queue::mock::MockSplitQueue;
+use virtio_queue::Queue;
+use vm_memory::GuestAddress;
+
+use super::super::device::{Backend, Net, RX, TX};
+use super::*;
+
+const F_NEXT: u16 = VRING_DESC_F_NEXT as u16;
+const F_WRITE: u16 = VRING_DESC_F_WRITE as u16;
+
+#[derive(Clone, Default)]
+struct Mock {
+    incoming: Arc<Mutex<VecDeque<Vec<u8>>>>,
+    sent: Arc<Mutex<Vec<Vec<u8>>>>,
+}
+
+impl Backend for Mock {
+    fn recv(&mut self, buf: &mut [u8]) -> io::Result<Option<usize>> {
+        Ok(self.incoming.lock().unwrap().pop_front().map(|f| {
+            buf[..f.len()].copy_from_slice(&f);
+            f.len()
+        }))
+    }
+    fn send(&mut self, frame: &[u8]) -> io::Result<()> {
+        self.sent.lock().unwrap().push(frame.to_vec());
+        Ok(())
+    }
+}
+
+fn desc(addr: u64, len: u32, flags: u16, next: u16) -> RawDescriptor {
+    RawDescriptor::from(Descriptor::new(addr, len, flags, next))
+}
+
+struct Setup<'a> {
+    net: Net,
+    mock: Mock,
+    rxq: MockSplitQueue<'a, Memory>,
+    txq: MockSplitQueue<'a, Memory>,
+    irq: Arc<CountingTrigger>,
+}
+
+fn setup(mem: &Memory) -> Setup<'_> {
+    let mock = Mock::default();
+    let mut net = Net::new(Box::new(mock.clone()), [2, 1, 2, 3, 4, 5]).unwrap();
+    assert_eq!(net.device_type(), 1);
+    assert_eq!(&net.config_space()[..6], &[2, 1, 2, 3, 4, 5]);
+    net.set_acked_features(net.avail_features());
+    // Two rings apart in memory (MockSplitQueue::create puts its rings at `start`).
+    let rxq = MockSplitQueue::create(mem, GuestAddress(0), 16);
+    let txq = MockSplitQueue::create(mem, GuestAddress(0x4_0000), 16);
+    let irq = Arc::new(CountingTrigger::default());
+    net.activate(Activated {
+        mem: mem.clone(),
+        interrupt: VirtioInterrupt::new(irq.clone()),
+        queues: vec![
+            rxq.create_queue::<Queue>().unwrap(),
+            txq.create_queue::<Queue>().unwrap(),
+        ],
+    })
+    .unwrap();
+    Setup {
+        net,
+        mock,
+        rxq,
+        txq,
+        irq,
+    }
+}
+
+fn mem() -> Memory {
+    Memory::from_ranges(&[(GuestAddress(0), 0x10_0000)]).unwrap()
+}
+
+#[test]
+fn transmit_strips_the_header_across_buffers() {
+    let m = mem();
+    let mut s = setup(&m);
+    // Header with garbage in it (ignored), the frame split over two buffers.
+    m.write_slice(&[0xee; HDR_LEN], GuestAddress(0x8000)).unwrap();
+    m.write_slice(b"hello ", GuestAddress(0x8000 + HDR_LEN as u64)).unwrap();
+    m.write_slice(b"world", GuestAddress(0x9000)).unwrap();
+    s.txq
+        .add_desc_chains(&[desc(0x8000, HDR_LEN as u32 + 6, F_NEXT, 1), desc(0x9000, 5, 0, 0)], 0)
+        .unwrap();
+    s.net.process_queue(TX);
+    assert_eq!(*s.mock.sent.lock().unwrap(), vec![b"hello world".to_vec()]);
+    assert_eq!(s.txq.used().idx().load(), 1);
+    assert_eq!(s.irq.count(), 1);
+}
+
+#[test]
+fn receive_prepends_a_zeroed_header_and_waits_for_buffers() {
+    let m = mem();
+    let mut s = setup(&m);
+    s.mock.incoming.lock().unwrap().push_back(b"frame-one".to_vec());
+    s.mock.incoming.lock().unwrap().push_back(b"frame-two".to_vec());
+    // No buffers yet: the frame is kept, nothing used.
+    s.net.backend_event();
+    assert_eq!(s.rxq.used().idx().load(), 0);
+    // One buffer split in two: the header straddles them.
+    m.write_slice(&[0xff; 64], GuestAddress(0x8000)).unwrap();
+    s.rxq
+        .add_desc_chains(
+            &[desc(0x8000, 8, F_NEXT | F_WRITE, 1), desc(0x9000, 100, F_WRITE, 0)],
+            0,
+        )
+        .unwrap();
+    s.net.process_queue(RX);
+    assert_eq!(s.rxq.used().idx().load(), 1);
+    let used = s.rxq.used().ring().ref_at(0).unwrap().load();
+    assert_eq!(used.len() as usize, HDR_LEN + 9);
+    let mut hdr = [0u8; HDR_LEN];
+    m.read_slice(&mut hdr[..8], GuestAddress(0x8000)).unwrap();
+    m.read_slice(&mut hdr[8..], GuestAddress(0x9000)).unwrap();
+    assert_eq!(hdr, [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0]);
+    let mut f = [0u8; 9];
+    m.read_slice(&mut f, GuestAddress(0x9000 + 4)).unwrap();
+    assert_eq!(&f, b"frame-one");
+    // The second frame waits too, and goes when the next buffer comes.
+    assert_eq!(s.mock.incoming.lock().unwrap().len(), 0);
+    s.rxq.add_desc_chains(&[desc(0xa000, 1526, F_WRITE, 0)], 2).unwrap();
+    s.net.process_queue(RX);
+    assert_eq!(s.rxq.used().idx().load(), 2);
+    let mut f = [0u8; 9];
+    m.read_slice(&mut f, GuestAddress(0xa000 + HDR_LEN as u64)).unwrap();
+    assert_eq!(&f, b"frame-two");
+    assert_eq!(s.irq.count(), 2);
+}
+
+#[test]
+fn short_transmit_chain_is_dropped_and_receive_too_small_gets_nothing() {
+    let m = mem();
+    let mut s = setup(&m);
+    s.txq.add_desc_chains(&[desc(0x8000, 4, 0, 0)], 0).unwrap();
+    s.net.process_queue(TX);
+    assert!(s.mock.sent.lock().unwrap().is_empty());
+    assert_eq!(s.txq.used().idx().load(), 1);
+    s.mock.incoming.lock().unwrap().push_back(vec![7; 100]);
+    s.rxq.add_desc_chains(&[desc(0x8000, 50, F_WRITE, 0)], 0).unwrap();
+    s.net.backend_event();
+    assert_eq!(s.rxq.used().idx().load(), 1);
+    assert_eq!(s.rxq.used().ring().ref_at(0).unwrap().load().len(), 0);
+    assert!(!s.net.common().is_broken());
+}
+
+#[test]
+fn a_bad_chain_needs_reset_not_a_panic() {
+    let m = mem();
+    let mut s = setup(&m);
+    // A looping transmit chain.
+    s.txq
+        .add_desc_chains(&[desc(0x8000, 16, F_NEXT, 1), desc(0x9000, 16, F_NEXT, 0)], 0)
+        .unwrap();
+    s.net.process_queue(TX);
+    assert!(s.net.common().is_broken());
+    assert!(s.mock.sent.lock().unwrap().is_empty());
+    assert_eq!(s.irq.count(), 1, "config interrupt");
+
+    // A receive buffer outside guest memory.
+    let mut s = setup(&m);
+    s.mock.incoming.lock().unwrap().push_back(vec![1; 60]);
+    s.rxq.add_desc_chains(&[desc(0x20_0000, 1526, F_WRITE, 0)], 0).unwrap();
+    s.net.backend_event();
+    assert!(s.net.common().is_broken());
+    assert_eq!(s.rxq.used().idx().load(), 0);
+}
