@@ -17,17 +17,6 @@ const IMAGE_SIZE: usize = 2 << 20;
 const TIMEOUT_SECS: &str = "900";
 const WRITE_LEN: usize = 16 * 1024;
 
-fn sha256_hex(data: &[u8]) -> String {
-    let mut child = Command::new("sha256sum")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::io::Write::write_all(&mut child.stdin.take().unwrap(), data).unwrap();
-    let out = child.wait_with_output().unwrap();
-    String::from_utf8(out.stdout).unwrap()[..64].to_string()
-}
-
 struct TempImage(PathBuf);
 impl Drop for TempImage {
     fn drop(&mut self) {
@@ -122,7 +111,7 @@ fn linux_uses_virtio_blk_and_rng() {
     assert_eq!(rng.get(32), Some(&b'1'), "virtio-rng VERSION_1\n{ctx}");
 
     assert!(
-        has(&sha256_hex(&rw_data[..256 * 1024])),
+        has(&common::sha256_hex(&rw_data[..256 * 1024])),
         "guest read the wrong bytes\n{ctx}"
     );
     assert!(has("rw-write-ok"), "write to vda failed\n{ctx}");

@@ -34,17 +34,6 @@ impl Drop for TapGuard {
     }
 }
 
-fn sha256_hex(data: &[u8]) -> String {
-    let mut child = Command::new("sha256sum")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::io::Write::write_all(&mut child.stdin.take().unwrap(), data).unwrap();
-    let out = child.wait_with_output().unwrap();
-    String::from_utf8(out.stdout).unwrap()[..64].to_string()
-}
-
 #[test]
 fn linux_sends_over_virtio_net_to_a_host_tap() {
     // SAFETY: geteuid has no preconditions.
@@ -107,7 +96,11 @@ fn linux_sends_over_virtio_net_to_a_host_tap() {
     let _ = TcpStream::connect((HOST_IP, port));
     let received = receiver.join().unwrap();
     assert_eq!(received.len(), LEN, "bytes received by the host\n{ctx}");
-    assert_eq!(sha256_hex(&received), guest_sum, "the host received other bytes\n{ctx}");
+    assert_eq!(
+        common::sha256_hex(&received),
+        guest_sum,
+        "the host received other bytes\n{ctx}"
+    );
     assert!(
         console.contains("hearth-guest: exit status 0"),
         "guest command failed\n{ctx}"

@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bus::BusDevice;
-use kvm_bindings::{kvm_segment, kvm_userspace_memory_region};
+use kvm_bindings::kvm_userspace_memory_region;
 use kvm_ioctls::{Kvm, VcpuExit};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
 use vmm::arch::regs::EntryMode;
@@ -29,9 +29,6 @@ const CODE_ADDR: u64 = 0x10_0000;
 const PORT: u16 = 0xe0;
 /// Below 1 GiB (covered by the boot identity map), above RAM, outside every memslot.
 const MMIO_ADDR: u32 = 0x1000_0000;
-const PML4: u64 = 0x9000;
-const PDPT: u64 = 0xa000;
-const PD: u64 = 0xb000;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Kind {
@@ -143,24 +140,6 @@ fn hearth_run(kind: Kind, n: u32) -> Result<f64> {
     c.clock.ns_per_exit().ok_or_else(|| "no exits seen".into())
 }
 
-fn segment(selector: u16, type_: u8, l: u8, db: u8) -> kvm_segment {
-    kvm_segment {
-        base: 0,
-        limit: 0xffff_ffff,
-        selector,
-        type_,
-        present: 1,
-        dpl: 0,
-        db,
-        s: 1,
-        l,
-        g: 1,
-        avl: 0,
-        unusable: 0,
-        padding: 0,
-    }
-}
-
 /// The same guest on a VM built here with kvm-ioctls only: one memslot, an in-kernel irqchip
 /// (as hearth has), identity-mapped first GiB, 64-bit code segment; no CPUID/MSR setup, no bus,
 /// no threads — each exit is answered inline.
@@ -182,28 +161,16 @@ fn bare_run(kind: Kind, n: u32) -> Result<f64> {
     vm.set_tss_address(0xfffb_d000)?;
     vm.create_irq_chip()?;
     mem.write_slice(&guest_code(kind, n), GuestAddress(CODE_ADDR))?;
-    // 2 MiB pages identity-mapping 0..1 GiB (Intel SDM vol. 3 §4.5).
-    mem.write_obj(PDPT | 3, GuestAddress(PML4))?;
-    mem.write_obj(PD | 3, GuestAddress(PDPT))?;
-    for i in 0..512u64 {
-        mem.write_obj((i << 21) | 0x83, GuestAddress(PD + 8 * i))?;
-    }
+    // The same entry state hearth gives its guests (GDT, identity-mapped page tables, long
+    // mode): only the run loop below differs from hearth's.
     let mut vcpu = vm.create_vcpu(0)?;
-    let mut sregs = vcpu.get_sregs()?;
-    let code = segment(0x8, 0xb, 1, 0);
-    let data = segment(0x10, 0x3, 0, 1);
-    sregs.cs = code;
-    (sregs.ds, sregs.es, sregs.fs, sregs.gs, sregs.ss) = (data, data, data, data, data);
-    sregs.cr3 = PML4;
-    sregs.cr4 = 1 << 5; // PAE
-    sregs.cr0 = 0x8000_0011; // PG | ET | PE
-    sregs.efer = 0x500; // LMA | LME
+    let entry = EntryMode::Long64 {
+        entry: CODE_ADDR,
+        zero_page: 0,
+    };
+    let sregs = vmm::arch::regs::setup_sregs(&mem, entry, vcpu.get_sregs()?)?;
     vcpu.set_sregs(&sregs)?;
-    let mut regs = vcpu.get_regs()?;
-    regs.rip = CODE_ADDR;
-    regs.rflags = 0x2;
-    regs.rsp = 0x8ff0;
-    vcpu.set_regs(&regs)?;
+    vcpu.set_regs(&vmm::arch::regs::boot_regs(entry))?;
 
     let mut clock = Clock::default();
     let deadline = Instant::now() + Duration::from_secs(120);

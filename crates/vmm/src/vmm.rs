@@ -92,8 +92,8 @@ pub struct VmmParts {
 
 pub struct Vmm {
     // The VM and its memory must outlive the vCPU threads.
-    _vm: Vm,
-    _memory: GuestMemoryMmap,
+    vm: Vm,
+    memory: GuestMemoryMmap,
     threads: Vec<JoinHandle<()>>,
     stop: Arc<AtomicBool>,
     reports: Receiver<VcpuReport>,
@@ -148,8 +148,8 @@ impl Vmm {
             None => None,
         };
         Ok(Self {
-            _vm: vm,
-            _memory: memory,
+            vm,
+            memory,
             threads,
             stop,
             reports: rx,
@@ -169,7 +169,7 @@ impl Vmm {
             Err(e) => VmExit::Failed(format!("event loop: {e}")),
         };
         let stats = self.shutdown();
-        let memory = crate::vstate::residency::measure(&self._memory);
+        let memory = crate::vstate::residency::measure(&self.memory);
         RunSummary { exit, stats, memory }
     }
 
@@ -338,7 +338,7 @@ impl Vmm {
             data: DELIVERY_NMI,
             ..Default::default()
         };
-        if let Err(e) = self._vm.fd().signal_msi(msi) {
+        if let Err(e) = self.vm.fd().signal_msi(msi) {
             log::debug!("cannot send an NMI to vCPU {id}: {e}");
         }
     }

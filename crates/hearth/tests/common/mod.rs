@@ -1,6 +1,10 @@
-//! Shared by the end-to-end tests: where the default guest built by guest/build.sh lives.
+//! Shared by the end-to-end tests: where the default guest built by guest/build.sh lives, and
+//! checksums.
+
+#![allow(clippy::unwrap_used)]
 
 use std::path::PathBuf;
+use std::process::{Command, Stdio};
 
 /// `${HEARTH_CACHE:-$HOME/.cache/hearth}/guest/default`, as guest/build.sh and `hearth run` use it.
 pub fn guest_dir() -> PathBuf {
@@ -20,4 +24,17 @@ pub fn built_guest_dir() -> PathBuf {
         dir.display()
     );
     dir
+}
+
+/// Hex SHA-256 of `data`, computed by the host's sha256sum (the same tool the guest uses).
+#[allow(dead_code)] // used by the device tests only
+pub fn sha256_hex(data: &[u8]) -> String {
+    let mut child = Command::new("sha256sum")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), data).unwrap();
+    let out = child.wait_with_output().unwrap();
+    String::from_utf8(out.stdout).unwrap()[..64].to_string()
 }
