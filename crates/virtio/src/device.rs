@@ -68,6 +68,17 @@ impl DeviceCommon {
         self.active.as_mut()
     }
 
+    /// The activated state, read-only, even for a broken device (for snapshots).
+    pub fn activated(&self) -> Option<&Activated> {
+        self.active.as_ref()
+    }
+
+    /// Marks the device broken without telling the driver (restoring a snapshot of a device
+    /// that was already broken; the driver saw it then).
+    pub fn set_broken(&mut self) {
+        self.broken = true;
+    }
+
     pub fn is_active(&self) -> bool {
         self.active.is_some()
     }
@@ -138,6 +149,25 @@ pub trait VirtioDevice: Send {
             "device type {}: write to read-only config offset {offset:#x} ignored",
             self.device_type()
         ));
+    }
+
+    /// Device-model state a snapshot must carry beyond the transport's (features, queues):
+    /// most devices have none, their backend is rebuilt from the VM's configuration.
+    fn save_device(&self) -> Vec<u8> {
+        Vec::new()
+    }
+
+    /// Loads what [`VirtioDevice::save_device`] returned, before the device is re-activated.
+    /// The bytes come from a file: check them, and say what is wrong in the error.
+    fn restore_device(&mut self, state: &[u8]) -> Result<(), String> {
+        if state.is_empty() {
+            Ok(())
+        } else {
+            Err(format!(
+                "{} bytes of device state this device does not know",
+                state.len()
+            ))
+        }
     }
 
     /// The driver kicked queue `index`: process what it made available.

@@ -59,6 +59,11 @@ impl VirtioInterrupt {
         self.status.fetch_and(!bits, Ordering::AcqRel);
     }
 
+    /// Restores the InterruptStatus register from a snapshot.
+    pub(crate) fn set_status(&self, bits: u32) {
+        self.status.store(bits, Ordering::Release);
+    }
+
     pub(crate) fn clear(&self) {
         self.status.store(0, Ordering::Release);
     }

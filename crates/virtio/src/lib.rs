@@ -12,12 +12,14 @@
 pub mod device;
 pub mod interrupt;
 pub mod mmio;
+pub mod persist;
 pub mod queue;
 mod ratelimit;
 
 pub use device::{ActivateError, Activated, DeviceCommon, VirtioDevice};
 pub use interrupt::VirtioInterrupt;
 pub use mmio::{MmioTransport, MMIO_LEN, NOTIFY_OFFSET};
+pub use persist::{RestoreError, TransportState};
 pub use ratelimit::guest_warn;
 
 /// Guest memory as devices see it.

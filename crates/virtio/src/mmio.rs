@@ -29,18 +29,18 @@ const CONFIG_OFFSET: u64 = 0x100;
 pub type SharedVirtioDevice = Arc<Mutex<dyn VirtioDevice>>;
 
 pub struct MmioTransport {
-    device: SharedVirtioDevice,
-    mem: Memory,
-    interrupt: VirtioInterrupt,
-    queues: Vec<Queue>,
+    pub(crate) device: SharedVirtioDevice,
+    pub(crate) mem: Memory,
+    pub(crate) interrupt: VirtioInterrupt,
+    pub(crate) queues: Vec<Queue>,
     /// Queues the driver gave an invalid size (see `write_queue_num`).
-    bad_queues: Vec<bool>,
-    status: u32,
-    features_sel: u32,
-    driver_features_sel: u32,
-    driver_features: u64,
-    queue_sel: u32,
-    config_generation: u32,
+    pub(crate) bad_queues: Vec<bool>,
+    pub(crate) status: u32,
+    pub(crate) features_sel: u32,
+    pub(crate) driver_features_sel: u32,
+    pub(crate) driver_features: u64,
+    pub(crate) queue_sel: u32,
+    pub(crate) config_generation: u32,
 }
 
 impl MmioTransport {
@@ -61,7 +61,7 @@ impl MmioTransport {
         }
     }
 
-    fn device(&self) -> MutexGuard<'_, dyn VirtioDevice + 'static> {
+    pub(crate) fn device(&self) -> MutexGuard<'_, dyn VirtioDevice + 'static> {
         lock(&self.device)
     }
 

@@ -8,11 +8,12 @@ use std::io::Write;
 use std::os::fd::RawFd;
 use std::sync::{Arc, Mutex};
 
+use devices::legacy::serial::SerialSnapshot;
 use devices::legacy::{i8042, serial, SerialConsole, I8042};
 use devices::virtio::net::Tap;
 use devices::virtio::{Block, Net, Rng};
 use devices::EventFdTrigger;
-use virtio::{MmioTransport, VirtioDevice, VirtioInterrupt, MMIO_LEN, NOTIFY_OFFSET};
+use virtio::{MmioTransport, TransportState, VirtioDevice, VirtioInterrupt, MMIO_LEN, NOTIFY_OFFSET};
 use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::EventFd;
 
@@ -20,7 +21,7 @@ use crate::arch::layout::{IOAPIC_PINS, MMIO_DEVICES_START};
 use crate::arch::{boot, mptable};
 use crate::config::{check_memory, check_vcpus, host_ram_mib, ConfigError, DriveConfig, NetConfig, VmConfig};
 use crate::loader::{self, KernelEntry, LoadError};
-use crate::machine::{ApStart, Machine, MachineError};
+use crate::machine::{ApStart, Machine, MachineError, VcpuStart, VirtioSlot};
 use crate::vmm::{Console, EventHandler, Vmm};
 use crate::vstate::vm::open_kvm;
 
@@ -57,6 +58,8 @@ pub enum BuildError {
     Net(#[from] devices::virtio::net::NetError),
     #[error("too many virtio devices: interrupt lines {first}..{last} are all taken")]
     TooManyDevices { first: u32, last: u32 },
+    #[error("cannot restore the snapshot: {0}")]
+    Restore(String),
     #[error("cannot set up the virtio device at {base:#x}")]
     VirtioEventFd {
         base: u64,
@@ -113,7 +116,7 @@ pub fn build_linux(config: &VmConfig, io: ConsoleIo) -> Result<Vmm, BuildError> 
         Some(p) => Some(loader::load_initrd(&machine.memory, mem_size, p, &kernel)?),
         None => None,
     };
-    let virtio_args = attach_virtio_devices(&mut machine, config)?;
+    let virtio_args = attach_virtio_devices(&mut machine, config, None)?;
     let cmdline = effective_cmdline(&config.cmdline, machine.host.guest_cmdline);
     let cmdline = with_kernel_args(&cmdline, &virtio_args);
     log::info!("kernel command line: {cmdline}");
@@ -121,20 +124,51 @@ pub fn build_linux(config: &VmConfig, io: ConsoleIo) -> Result<Vmm, BuildError> 
     let boot_info = write_boot_info(&machine.memory, mem_size, &kernel, cmdline_len, initrd)?;
     mptable::write(&machine.memory, vcpus)?;
 
-    let serial = Arc::new(Mutex::new(SerialConsole::new(
-        EventFdTrigger::new(machine.irq_evt(serial::COM1_IRQ)?),
-        io.output,
-    )));
+    let console = attach_legacy_devices(&mut machine, io, None)?;
+    machine.config = Some(config.clone());
+    let entry = kernel.entry.mode(boot_info);
+    Ok(machine.start(entry, ApStart::WaitForSipi, Some(console))?)
+}
+
+/// Rebuilds a microVM from a snapshot: guest memory mapped from the memory file, the devices
+/// of the saved configuration put back into their saved state, the in-kernel devices and the
+/// vCPUs restored. With `paused`, the vCPUs wait for [`Vmm::resume`].
+pub fn restore_linux(
+    snap: crate::persist::MachineSnapshot,
+    memory: GuestMemoryMmap,
+    io: ConsoleIo,
+    paused: bool,
+) -> Result<Vmm, BuildError> {
+    let config = &snap.config;
+    let mut machine = Machine::with_memory(config.vcpus, memory)?;
+    machine.profile_interval = config.profile_interval;
+    attach_virtio_devices(&mut machine, config, Some(&snap.virtio))?;
+    let console = attach_legacy_devices(&mut machine, io, Some(&snap.serial))?;
+    machine.vm.restore_state(&snap.vm).map_err(MachineError::from)?;
+    machine.config = Some(snap.config.clone());
+    Ok(machine.start_with(VcpuStart::Restore(snap.vcpus), Some(console), paused)?)
+}
+
+/// COM1 (from a snapshot's state, or fresh) and the i8042 on the port bus.
+fn attach_legacy_devices(
+    machine: &mut Machine,
+    io: ConsoleIo,
+    saved: Option<&SerialSnapshot>,
+) -> Result<Console, BuildError> {
+    let irq = EventFdTrigger::new(machine.irq_evt(serial::COM1_IRQ)?);
+    let uart = match saved {
+        Some(state) => SerialConsole::from_state(irq, io.output, state).map_err(BuildError::Restore)?,
+        None => SerialConsole::new(irq, io.output),
+    };
+    let serial = Arc::new(Mutex::new(uart));
     machine.insert_pio(serial.clone(), serial::COM1_PORT, serial::COM1_LEN)?;
     let i8042 = Arc::new(Mutex::new(I8042::new(machine.reset_trigger()?)));
     machine.insert_pio(i8042, i8042::I8042_PORT, i8042::I8042_LEN)?;
-
-    let entry = kernel.entry.mode(boot_info);
-    let console = Console {
+    machine.devices.serial = Some(serial.clone());
+    Ok(Console {
         serial,
         input: io.input,
-    };
-    Ok(machine.start(entry, ApStart::WaitForSipi, Some(console))?)
+    })
 }
 
 /// First IOAPIC pin for virtio devices (0-4 are the legacy ISA devices hearth or Linux uses).
@@ -155,9 +189,13 @@ fn with_kernel_args(cmdline: &str, args: &[String]) -> String {
 }
 
 /// Creates the virtio devices the config asks for (drives in order, the entropy device, then
-/// the network interface),
-/// puts each on the MMIO bus, and returns the kernel command-line entries that announce them.
-fn attach_virtio_devices(machine: &mut Machine, config: &VmConfig) -> Result<Vec<String>, BuildError> {
+/// the network interface), puts each on the MMIO bus — in the state `saved` gives, when
+/// restoring a snapshot — and returns the kernel command-line entries that announce them.
+fn attach_virtio_devices(
+    machine: &mut Machine,
+    config: &VmConfig,
+    saved: Option<&[TransportState]>,
+) -> Result<Vec<String>, BuildError> {
     let mut devices: Vec<Arc<Mutex<dyn VirtioDevice>>> = Vec::new();
     for drive in &config.drives {
         devices.push(Arc::new(Mutex::new(open_drive(drive)?)));
@@ -173,6 +211,15 @@ fn attach_virtio_devices(machine: &mut Machine, config: &VmConfig) -> Result<Vec
         }
         devices.push(net);
     }
+    if let Some(saved) = saved {
+        if saved.len() != devices.len() {
+            return Err(BuildError::Restore(format!(
+                "the snapshot has {} virtio devices, its configuration {}",
+                saved.len(),
+                devices.len()
+            )));
+        }
+    }
     let mut args = Vec::with_capacity(devices.len());
     for (i, dev) in (0u32..).zip(devices) {
         let gsi = VIRTIO_FIRST_GSI + i;
@@ -183,7 +230,8 @@ fn attach_virtio_devices(machine: &mut Machine, config: &VmConfig) -> Result<Vec
             });
         }
         let base = MMIO_DEVICES_START + u64::from(i) * MMIO_LEN;
-        attach_virtio(machine, dev, base, gsi)?;
+        let state = saved.and_then(|s| s.get(usize::try_from(i).unwrap_or(usize::MAX)));
+        attach_virtio(machine, dev, base, gsi, state)?;
         args.push(format!("virtio_mmio.device=4K@{base:#x}:{gsi}"));
     }
     Ok(args)
@@ -234,11 +282,19 @@ fn attach_virtio(
     dev: Arc<Mutex<dyn VirtioDevice>>,
     base: u64,
     gsi: u32,
+    saved: Option<&TransportState>,
 ) -> Result<(), BuildError> {
     let trigger = Arc::new(EventFdTrigger::new(machine.irq_evt(gsi)?));
     let interrupt = VirtioInterrupt::new(trigger);
-    let transport = MmioTransport::new(dev.clone(), machine.memory.clone(), interrupt);
-    machine.insert_mmio(Arc::new(Mutex::new(transport)), base, MMIO_LEN)?;
+    let mut transport = MmioTransport::new(dev.clone(), machine.memory.clone(), interrupt);
+    if let Some(state) = saved {
+        transport
+            .restore_state(state)
+            .map_err(|e| BuildError::Restore(format!("virtio device at {base:#x}: {e}")))?;
+    }
+    let transport = Arc::new(Mutex::new(transport));
+    machine.insert_mmio(transport.clone(), base, MMIO_LEN)?;
+    machine.devices.virtio.push(VirtioSlot { base, gsi, transport });
     let evts = {
         let d = dev.lock().unwrap_or_else(|e| e.into_inner());
         d.queue_evts()

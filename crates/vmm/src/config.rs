@@ -2,6 +2,8 @@
 
 use std::path::PathBuf;
 
+use serde::{Deserialize, Serialize};
+
 use crate::loader::BootProtocol;
 
 /// hearth's default command line for Linux guests (host-specific switches are added by the
@@ -9,7 +11,7 @@ use crate::loader::BootProtocol;
 /// the VM cleanly; `panic=-1`: reboot at once on panic instead of hanging.
 pub const DEFAULT_CMDLINE: &str = "console=ttyS0 reboot=k panic=-1 rodata=off";
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct VmConfig {
     pub kernel: PathBuf,
     pub initrd: Option<PathBuf>,
@@ -28,7 +30,7 @@ pub struct VmConfig {
 }
 
 /// One virtio-net interface backed by a host tap device.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NetConfig {
     /// The host's tap interface name (opened through /dev/net/tun).
     pub tap: String,
@@ -36,7 +38,7 @@ pub struct NetConfig {
 }
 
 /// One virtio-blk drive backed by a raw image file.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DriveConfig {
     /// Name for messages and the guest's GET_ID (/sys/block/vdX/serial); at most 20 bytes reach the guest.
     pub id: String,

@@ -16,11 +16,12 @@ pub mod console_input;
 pub mod host;
 pub mod loader;
 pub mod machine;
+pub mod persist;
 pub mod profile;
 pub mod vmm;
 pub mod vstate;
 
-pub use builder::{build_linux, BuildError, ConsoleIo};
+pub use builder::{build_linux, restore_linux, BuildError, ConsoleIo};
 pub use config::VmConfig;
 pub use machine::{ApStart, Machine, MachineError};
 pub use vmm::{Console, RunSummary, VmExit, Vmm};

@@ -59,7 +59,7 @@ pub enum LoadError {
 }
 
 /// Which boot protocol to use with an ELF kernel that offers both.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum BootProtocol {
     /// PVH when the kernel has a PVH note, else the 64-bit Linux boot protocol.
     #[default]

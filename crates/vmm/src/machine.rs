@@ -3,10 +3,12 @@
 //! devices, then call [`Machine::start`] to create the vCPUs and get a running [`Vmm`].
 
 use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use bus::{Bus, BusError, SharedDevice};
+use devices::legacy::SerialConsole;
 use kvm_ioctls::{Cap, IoEventAddress, Kvm};
+use virtio::MmioTransport;
 use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
@@ -15,6 +17,7 @@ use crate::host::HostProfile;
 use crate::vmm::{Console, EventHandler, Vmm, VmmError};
 use crate::vstate::memory::{create_guest_memory, MemoryError};
 use crate::vstate::vcpu::{install_kick_handler, Vcpu, VcpuError, VcpuShared};
+use crate::vstate::vcpu_state::{StateCaps, VcpuState, VcpuStateError};
 use crate::vstate::vm::{open_kvm, Vm, VmError};
 
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +38,10 @@ pub enum MachineError {
     EventFd(#[source] std::io::Error),
     #[error(transparent)]
     Vmm(#[from] VmmError),
+    #[error(transparent)]
+    VcpuState(#[from] VcpuStateError),
+    #[error("the snapshot has {saved} vCPUs, the machine {machine}")]
+    VcpuCount { saved: usize, machine: u8 },
     #[error("cannot register an ioeventfd at {addr:#x}")]
     Ioevent {
         addr: u64,
@@ -55,6 +62,12 @@ impl vm_superio::Trigger for ResetTrigger {
         self.stop.store(true, std::sync::atomic::Ordering::Release);
         self.evt.write(1)
     }
+}
+
+/// Where the vCPUs start: at the kernel's entry (a boot) or from saved state (a restore).
+pub enum VcpuStart {
+    Boot { entry: EntryMode, aps: ApStart },
+    Restore(Vec<VcpuState>),
 }
 
 /// How application processors start.
@@ -81,13 +94,37 @@ pub struct Machine {
     stop: Arc<AtomicBool>,
     /// Device fds for the event loop (see [`Machine::add_event_handler`]).
     handlers: Vec<Box<dyn EventHandler>>,
+    /// The devices whose state a snapshot saves (filled by the builder).
+    pub devices: DeviceHandles,
+    /// What the machine was built from (a snapshot records it to rebuild the devices).
+    pub config: Option<crate::config::VmConfig>,
+}
+
+/// One virtio-mmio device: its window on the MMIO bus, interrupt line and transport.
+#[derive(Clone)]
+pub struct VirtioSlot {
+    pub base: u64,
+    pub gsi: u32,
+    pub transport: Arc<Mutex<MmioTransport>>,
+}
+
+/// The devices with state beyond their configuration, as the VMM reaches them at run time.
+#[derive(Clone, Default)]
+pub struct DeviceHandles {
+    pub serial: Option<Arc<Mutex<SerialConsole>>>,
+    /// In attach order (= MMIO address order).
+    pub virtio: Vec<VirtioSlot>,
 }
 
 impl Machine {
     /// Opens /dev/kvm and creates a VM with `mem_size` bytes of RAM for `vcpus` vCPUs.
     pub fn new(vcpus: u8, mem_size: u64) -> Result<Self, MachineError> {
+        Self::with_memory(vcpus, create_guest_memory(mem_size)?)
+    }
+
+    /// A machine over existing guest memory (e.g. mapped from a snapshot's memory file).
+    pub fn with_memory(vcpus: u8, memory: GuestMemoryMmap) -> Result<Self, MachineError> {
         let kvm = open_kvm()?;
-        let memory = create_guest_memory(mem_size)?;
         let vm = Vm::new(&kvm, &memory)?;
         let reset_evt = EventFd::new(EFD_NONBLOCK).map_err(MachineError::EventFd)?;
         Ok(Self {
@@ -102,6 +139,8 @@ impl Machine {
             reset_evt,
             stop: Arc::new(AtomicBool::new(false)),
             handlers: Vec::new(),
+            devices: DeviceHandles::default(),
+            config: None,
         })
     }
 
@@ -168,10 +207,26 @@ impl Machine {
     /// Creates the vCPUs, puts the boot processor at `entry`, starts every vCPU thread and
     /// returns the running VMM. `console` connects the host terminal to the guest's serial port.
     pub fn start(self, entry: EntryMode, aps: ApStart, console: Option<Console>) -> Result<Vmm, MachineError> {
+        self.start_with(VcpuStart::Boot { entry, aps }, console, false)
+    }
+
+    /// As [`Machine::start`], for a boot or a restore; `paused` keeps the vCPUs parked until
+    /// [`Vmm::resume`].
+    pub fn start_with(self, start: VcpuStart, console: Option<Console>, paused: bool) -> Result<Vmm, MachineError> {
         install_kick_handler()?;
         let stop = self.stop;
+        let pause = Arc::new(AtomicBool::new(paused));
+        let caps = Arc::new(StateCaps::probe(&self.kvm));
         let pio = Arc::new(self.pio);
         let mmio = Arc::new(self.mmio);
+        if let VcpuStart::Restore(states) = &start {
+            if states.len() != usize::from(self.vcpus) {
+                return Err(MachineError::VcpuCount {
+                    saved: states.len(),
+                    machine: self.vcpus,
+                });
+            }
+        }
         let mut vcpus = Vec::with_capacity(usize::from(self.vcpus));
         for id in 0..self.vcpus {
             let mut vcpu = Vcpu::new(
@@ -184,16 +239,27 @@ impl Machine {
                     pio: pio.clone(),
                     mmio: mmio.clone(),
                     stop: stop.clone(),
+                    pause: pause.clone(),
+                    caps: caps.clone(),
                 },
             )?;
             if self.profile_interval.is_some() {
                 vcpu.enable_profiling();
             }
-            if id == 0 || aps == ApStart::SameEntry {
-                vcpu.set_boot_state(&self.memory, entry)?;
-            }
-            if id != 0 && aps == ApStart::SameEntry {
-                vcpu.set_runnable()?;
+            match &start {
+                VcpuStart::Boot { entry, aps } => {
+                    if id == 0 || *aps == ApStart::SameEntry {
+                        vcpu.set_boot_state(&self.memory, *entry)?;
+                    }
+                    if id != 0 && *aps == ApStart::SameEntry {
+                        vcpu.set_runnable()?;
+                    }
+                }
+                VcpuStart::Restore(states) => {
+                    if let Some(state) = states.get(usize::from(id)) {
+                        vcpu.restore_state(state)?;
+                    }
+                }
             }
             vcpus.push(vcpu);
         }
@@ -202,10 +268,13 @@ impl Machine {
             memory: self.memory,
             vcpus,
             stop,
+            pause,
             reset_evt: self.reset_evt,
             console,
             profile_interval: self.profile_interval,
             handlers: self.handlers,
+            devices: self.devices,
+            config: self.config,
         };
         Ok(Vmm::start(parts)?)
     }

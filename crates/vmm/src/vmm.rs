@@ -9,7 +9,7 @@
 use std::io::Read;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::Receiver;
+use std::sync::mpsc::{Receiver, Sender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -20,9 +20,12 @@ use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 use vmm_sys_util::signal::Killable;
 
+use crate::config::VmConfig;
 use crate::console_input::{ConsoleInput, Typed};
+use crate::machine::DeviceHandles;
 use crate::vstate::exits::ExitStats;
-use crate::vstate::vcpu::{kick_signal, StopReason, Vcpu};
+use crate::vstate::vcpu::{kick_signal, StopReason, Vcpu, VcpuChannels, VcpuReply, VcpuRequest};
+use crate::vstate::vcpu_state::VcpuState;
 use crate::vstate::vm::Vm;
 
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +38,14 @@ pub enum VmmError {
     Signals(#[source] std::io::Error),
     #[error("cannot start the thread of vCPU {0}")]
     Spawn(u8, #[source] std::io::Error),
+    #[error("vCPU {0} did not pause within {STOP_TIMEOUT:?}")]
+    PauseTimeout(u8),
+    #[error("vCPU {0} has stopped; the VM is ending")]
+    VcpuGone(u8),
+    #[error("the VM must be paused first")]
+    NotPaused,
+    #[error(transparent)]
+    VcpuState(#[from] crate::vstate::vcpu_state::VcpuStateError),
 }
 
 /// How the VM ended.
@@ -78,16 +89,29 @@ pub trait EventHandler: Send {
     fn on_readable(&mut self);
 }
 
+/// The VMM's control plane (the HTTP API): one fd the event loop watches, and what to do when
+/// it is readable, with the whole running VMM at hand (pause, snapshot, ...). Runs on the event
+/// loop thread; it must never block.
+pub trait Controller {
+    fn fd(&self) -> RawFd;
+    /// Returns `Some` to end the VM (e.g. a shutdown request).
+    fn on_readable(&mut self, vmm: &mut Vmm) -> Option<VmExit>;
+}
+
 /// Everything a VMM is started from (built by [`crate::Machine::start`]).
 pub struct VmmParts {
     pub vm: Vm,
     pub memory: GuestMemoryMmap,
     pub vcpus: Vec<Vcpu>,
     pub stop: Arc<AtomicBool>,
+    /// Set while the VM is (to be) paused; vCPUs check it before every `KVM_RUN`.
+    pub pause: Arc<AtomicBool>,
     pub reset_evt: EventFd,
     pub console: Option<Console>,
     pub profile_interval: Option<Duration>,
     pub handlers: Vec<Box<dyn EventHandler>>,
+    pub devices: DeviceHandles,
+    pub config: Option<VmConfig>,
 }
 
 pub struct Vmm {
@@ -96,6 +120,12 @@ pub struct Vmm {
     memory: GuestMemoryMmap,
     threads: Vec<JoinHandle<()>>,
     stop: Arc<AtomicBool>,
+    pause: Arc<AtomicBool>,
+    /// Whether every vCPU is parked (acknowledged the pause).
+    paused: bool,
+    /// Requests to each vCPU thread (by id) and their replies (see `VcpuRequest`).
+    vcpu_requests: Vec<Sender<VcpuRequest>>,
+    vcpu_replies: Receiver<(u8, VcpuReply)>,
     reports: Receiver<VcpuReport>,
     vcpu_exit_evt: EventFd,
     reset_evt: EventFd,
@@ -104,12 +134,15 @@ pub struct Vmm {
     early: Vec<VcpuReport>,
     profiler: Option<JoinHandle<()>>,
     handlers: Vec<Box<dyn EventHandler>>,
+    devices: DeviceHandles,
+    config: Option<VmConfig>,
 }
 
 const TOKEN_VCPU: u64 = 1;
 const TOKEN_RESET: u64 = 2;
 const TOKEN_SIGNAL: u64 = 3;
 const TOKEN_INPUT: u64 = 4;
+const TOKEN_CONTROL: u64 = 5;
 /// Event handler `i` has token `TOKEN_HANDLERS + i`.
 const TOKEN_HANDLERS: u64 = 16;
 
@@ -120,17 +153,28 @@ impl Vmm {
             memory,
             vcpus,
             stop,
+            pause,
             reset_evt,
             console,
             profile_interval,
             handlers,
+            devices,
+            config,
         } = parts;
         let (tx, rx) = std::sync::mpsc::channel::<VcpuReport>();
+        let (reply_tx, vcpu_replies) = std::sync::mpsc::channel();
         block_exit_signals()?;
         let vcpu_exit_evt = EventFd::new(EFD_NONBLOCK).map_err(VmmError::EventFd)?;
         let mut threads = Vec::new();
-        for vcpu in vcpus {
+        let mut vcpu_requests = Vec::new();
+        for mut vcpu in vcpus {
             let id = vcpu.id();
+            let (req_tx, requests) = std::sync::mpsc::channel();
+            vcpu.set_channels(VcpuChannels {
+                requests,
+                replies: reply_tx.clone(),
+            });
+            vcpu_requests.push(req_tx);
             let tx = tx.clone();
             let evt = vcpu_exit_evt.try_clone().map_err(VmmError::EventFd)?;
             let t = std::thread::Builder::new()
@@ -147,11 +191,16 @@ impl Vmm {
             Some(interval) => Some(spawn_profiler(&threads, interval, stop.clone())?),
             None => None,
         };
-        Ok(Self {
+        let start_paused = pause.load(Ordering::Acquire);
+        let mut vmm = Self {
             vm,
             memory,
             threads,
             stop,
+            pause,
+            paused: false,
+            vcpu_requests,
+            vcpu_replies,
             reports: rx,
             vcpu_exit_evt,
             reset_evt,
@@ -159,12 +208,132 @@ impl Vmm {
             early: Vec::new(),
             profiler,
             handlers,
-        })
+            devices,
+            config,
+        };
+        if start_paused {
+            vmm.wait_parked()?;
+        }
+        Ok(vmm)
+    }
+
+    /// Stops every vCPU before its next `KVM_RUN` and waits until all are parked. Devices keep
+    /// running on the event loop (their backends may still complete requests into guest memory).
+    pub fn pause(&mut self) -> Result<(), VmmError> {
+        if self.paused {
+            return Ok(());
+        }
+        self.pause.store(true, Ordering::Release);
+        self.wait_parked()
+    }
+
+    /// Lets every parked vCPU run the guest again.
+    pub fn resume(&mut self) -> Result<(), VmmError> {
+        if !self.paused {
+            return Ok(());
+        }
+        self.pause.store(false, Ordering::Release);
+        for (id, tx) in (0u8..).zip(&self.vcpu_requests) {
+            tx.send(VcpuRequest::Resume).map_err(|_| VmmError::VcpuGone(id))?;
+        }
+        self.paused = false;
+        Ok(())
+    }
+
+    pub fn is_paused(&self) -> bool {
+        self.paused
+    }
+
+    /// The architectural state of every vCPU, by id (the VM must be paused).
+    pub fn save_vcpu_states(&mut self) -> Result<Vec<VcpuState>, VmmError> {
+        if !self.paused {
+            return Err(VmmError::NotPaused);
+        }
+        for (id, tx) in (0u8..).zip(&self.vcpu_requests) {
+            tx.send(VcpuRequest::SaveState).map_err(|_| VmmError::VcpuGone(id))?;
+        }
+        let n = self.vcpu_requests.len();
+        let mut states: Vec<Option<VcpuState>> = (0..n).map(|_| None).collect();
+        let mut got = 0;
+        while got < n {
+            let (id, reply) = self
+                .vcpu_replies
+                .recv_timeout(STOP_TIMEOUT)
+                .map_err(|_| VmmError::PauseTimeout(u8::try_from(got).unwrap_or(u8::MAX)))?;
+            if let VcpuReply::State(state) = reply {
+                if let Some(slot) = states.get_mut(usize::from(id)) {
+                    *slot = Some((*state)?);
+                    got += 1;
+                }
+            }
+        }
+        Ok(states.into_iter().flatten().collect())
+    }
+
+    /// The VM (for its in-kernel device state) and guest memory.
+    pub fn vm(&self) -> &Vm {
+        &self.vm
+    }
+
+    pub fn memory(&self) -> &GuestMemoryMmap {
+        &self.memory
+    }
+
+    /// The devices a snapshot saves.
+    pub fn devices(&self) -> &DeviceHandles {
+        &self.devices
+    }
+
+    /// What the VM was built from (`None` for machines built by hand, e.g. test guests).
+    pub fn config(&self) -> Option<&VmConfig> {
+        self.config.as_ref()
+    }
+
+    /// Kicks the vCPUs out of `KVM_RUN` until each has reported itself parked.
+    fn wait_parked(&mut self) -> Result<(), VmmError> {
+        let n = self.threads.len();
+        let mut parked = vec![false; n];
+        let start = Instant::now();
+        let mut last_nmi = start;
+        while let Some(waiting) = parked.iter().position(|p| !p) {
+            let waiting = u8::try_from(waiting).unwrap_or(u8::MAX);
+            if start.elapsed() >= STOP_TIMEOUT {
+                return Err(VmmError::PauseTimeout(waiting));
+            }
+            let nmi_now = last_nmi.elapsed() >= NMI_KICK_AFTER;
+            for (id, t) in self.threads.iter().enumerate() {
+                if parked[id] {
+                    continue;
+                }
+                if t.is_finished() {
+                    return Err(VmmError::VcpuGone(u8::try_from(id).unwrap_or(u8::MAX)));
+                }
+                let _ = t.kill(kick_signal());
+                if nmi_now {
+                    self.nmi(id);
+                }
+            }
+            if nmi_now {
+                last_nmi = Instant::now();
+            }
+            if let Ok((id, VcpuReply::Paused)) = self.vcpu_replies.recv_timeout(Duration::from_millis(20)) {
+                if let Some(p) = parked.get_mut(usize::from(id)) {
+                    *p = true;
+                }
+            }
+        }
+        self.paused = true;
+        Ok(())
     }
 
     /// Runs until the VM ends (or `deadline` passes), then stops and joins every vCPU.
-    pub fn run(mut self, deadline: Option<Duration>) -> RunSummary {
-        let exit = match self.event_loop(deadline) {
+    pub fn run(self, deadline: Option<Duration>) -> RunSummary {
+        self.run_controlled(deadline, None)
+    }
+
+    /// As [`Vmm::run`], with a control plane (the API) served from the event loop.
+    pub fn run_controlled(mut self, deadline: Option<Duration>, controller: Option<&mut dyn Controller>) -> RunSummary {
+        let exit = match self.event_loop(deadline, controller) {
             Ok(exit) => exit,
             Err(e) => VmExit::Failed(format!("event loop: {e}")),
         };
@@ -173,7 +342,11 @@ impl Vmm {
         RunSummary { exit, stats, memory }
     }
 
-    fn event_loop(&mut self, deadline: Option<Duration>) -> std::io::Result<VmExit> {
+    fn event_loop(
+        &mut self,
+        deadline: Option<Duration>,
+        mut controller: Option<&mut dyn Controller>,
+    ) -> std::io::Result<VmExit> {
         let started = Instant::now();
         let epoll = Epoll::new()?;
         let sigfd = signalfd()?;
@@ -183,6 +356,9 @@ impl Vmm {
         add(sigfd.as_raw_fd(), TOKEN_SIGNAL)?;
         for (token, h) in (TOKEN_HANDLERS..).zip(&self.handlers) {
             add(h.fd(), token)?;
+        }
+        if let Some(c) = &controller {
+            add(c.fd(), TOKEN_CONTROL)?;
         }
         let input = self.console.as_ref().and_then(|c| c.input);
         if let Some(fd) = input {
@@ -241,6 +417,13 @@ impl Vmm {
                             return Ok(VmExit::Signal(signo));
                         }
                     }
+                    TOKEN_CONTROL => {
+                        if let Some(c) = controller.as_deref_mut() {
+                            if let Some(exit) = c.on_readable(self) {
+                                return Ok(exit);
+                            }
+                        }
+                    }
                     TOKEN_INPUT => {
                         let Some(fd) = input else { continue };
                         let mut buf = [0u8; 256];
@@ -279,6 +462,10 @@ impl Vmm {
     /// Stops every vCPU thread (kicking it out of KVM_RUN) and returns their counters.
     fn shutdown(&mut self) -> Vec<ExitStats> {
         self.stop.store(true, Ordering::Release);
+        // Parked vCPUs wait for a request, not a signal.
+        for tx in &self.vcpu_requests {
+            let _ = tx.send(VcpuRequest::Finish);
+        }
         // The profiler signals vCPU threads by pthread id: it must be gone before they are joined.
         if let Some(p) = self.profiler.take() {
             let _ = p.join();

@@ -6,7 +6,8 @@
 use std::io::Write;
 
 use bus::BusDevice;
-use vm_superio::serial::NoEvents;
+use serde::{Deserialize, Serialize};
+use vm_superio::serial::{NoEvents, SerialState};
 use vm_superio::Serial;
 
 use crate::interrupt::EventFdTrigger;
@@ -17,6 +18,15 @@ pub const COM1_LEN: u64 = 8;
 /// ISA IRQ line of COM1.
 pub const COM1_IRQ: u32 = 4;
 
+/// The UART's registers and unread input, for snapshots (vm-superio's `SerialState`, which
+/// has no serde support).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SerialSnapshot {
+    /// DLL, DLM, IER, IIR, LCR, LSR, MCR, MSR, SCR.
+    pub regs: [u8; 9],
+    pub in_buffer: Vec<u8>,
+}
+
 pub struct SerialConsole {
     uart: Serial<EventFdTrigger, NoEvents, Box<dyn Write + Send>>,
 }
@@ -25,6 +35,43 @@ impl SerialConsole {
     pub fn new(irq: EventFdTrigger, out: Box<dyn Write + Send>) -> Self {
         Self {
             uart: Serial::new(irq, out),
+        }
+    }
+
+    /// A UART in a snapshot's state (registers and unread input).
+    pub fn from_state(irq: EventFdTrigger, out: Box<dyn Write + Send>, state: &SerialSnapshot) -> Result<Self, String> {
+        let st = SerialState {
+            baud_divisor_low: state.regs[0],
+            baud_divisor_high: state.regs[1],
+            interrupt_enable: state.regs[2],
+            interrupt_identification: state.regs[3],
+            line_control: state.regs[4],
+            line_status: state.regs[5],
+            modem_control: state.regs[6],
+            modem_status: state.regs[7],
+            scratch: state.regs[8],
+            in_buffer: state.in_buffer.clone(),
+        };
+        Serial::from_state(&st, irq, NoEvents, out)
+            .map(|uart| Self { uart })
+            .map_err(|e| format!("the saved serial port state is invalid ({e:?})"))
+    }
+
+    pub fn save_state(&self) -> SerialSnapshot {
+        let st = self.uart.state();
+        SerialSnapshot {
+            regs: [
+                st.baud_divisor_low,
+                st.baud_divisor_high,
+                st.interrupt_enable,
+                st.interrupt_identification,
+                st.line_control,
+                st.line_status,
+                st.modem_control,
+                st.modem_status,
+                st.scratch,
+            ],
+            in_buffer: st.in_buffer,
         }
     }
 
@@ -100,5 +147,25 @@ mod tests {
         let mut wide = [0u8; 4];
         com.read(0, &mut wide);
         assert_eq!(wide, [0xff; 4]);
+    }
+
+    #[test]
+    fn state_round_trips_with_pending_input() {
+        let evt = EventFd::new(EFD_NONBLOCK).unwrap();
+        let mut com = SerialConsole::new(EventFdTrigger::new(evt.try_clone().unwrap()), Box::new(Sink::default()));
+        com.write(1, &[1]); // IER: received data
+        com.write(7, &[0x5a]); // scratch
+        com.enqueue_input(b"ab");
+        let saved = com.save_state();
+        assert_eq!(saved.in_buffer, b"ab");
+        let mut back = SerialConsole::from_state(EventFdTrigger::new(evt), Box::new(Sink::default()), &saved).unwrap();
+        assert_eq!(back.save_state(), saved);
+        let mut b = [0u8];
+        back.read(0, &mut b);
+        assert_eq!(b[0], b'a');
+        let mut huge = saved.clone();
+        huge.in_buffer = vec![0; 100_000];
+        let irq = EventFdTrigger::new(EventFd::new(EFD_NONBLOCK).unwrap());
+        assert!(SerialConsole::from_state(irq, Box::new(Sink::default()), &huge).is_err());
     }
 }

@@ -6,4 +6,5 @@ pub mod fixups;
 pub mod memory;
 pub mod residency;
 pub mod vcpu;
+pub mod vcpu_state;
 pub mod vm;

@@ -7,6 +7,7 @@
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, Sender};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use bus::{Bus, Dispatch};
@@ -15,6 +16,7 @@ use kvm_ioctls::{Kvm, VcpuExit, VcpuFd};
 use vm_memory::GuestMemoryMmap;
 
 use super::exits::{ExitKind, ExitStats};
+use super::vcpu_state::{StateCaps, VcpuState, VcpuStateError};
 use super::vm::Vm;
 use crate::arch::{cpuid, msr, regs};
 use crate::host::HostProfile;
@@ -66,12 +68,41 @@ pub enum StopReason {
     Failed(String),
 }
 
-/// What all vCPUs of a VM share: the buses their exits go to and the stop flag.
+/// What all vCPUs of a VM share: the buses their exits go to, the stop and pause flags, and
+/// what the host lets a snapshot save.
 #[derive(Clone)]
 pub struct VcpuShared {
     pub pio: Arc<Bus>,
     pub mmio: Arc<Bus>,
     pub stop: Arc<AtomicBool>,
+    pub pause: Arc<AtomicBool>,
+    pub caps: Arc<StateCaps>,
+}
+
+/// What the VMM asks of a paused vCPU thread (see [`Vcpu::park`]).
+#[derive(Debug)]
+pub enum VcpuRequest {
+    /// Read the vCPU's state (for a snapshot) and send it back.
+    SaveState,
+    /// Go back to running the guest.
+    Resume,
+    /// Leave the run loop: the VM is ending.
+    Finish,
+}
+
+/// What a vCPU thread tells the VMM while the VM is paused.
+#[derive(Debug)]
+pub enum VcpuReply {
+    /// The thread is out of `KVM_RUN` and waits for requests.
+    Paused,
+    State(Box<Result<VcpuState, VcpuStateError>>),
+}
+
+/// The thread side of the channels between the VMM and one vCPU.
+pub struct VcpuChannels {
+    pub requests: Receiver<VcpuRequest>,
+    /// Shared by all vCPUs of the VM; each reply carries the vCPU id.
+    pub replies: Sender<(u8, VcpuReply)>,
 }
 
 pub struct Vcpu {
@@ -80,6 +111,9 @@ pub struct Vcpu {
     pio: Arc<Bus>,
     mmio: Arc<Bus>,
     stop: Arc<AtomicBool>,
+    pause: Arc<AtomicBool>,
+    caps: Arc<StateCaps>,
+    channels: Option<VcpuChannels>,
     stats: ExitStats,
     /// Record the guest RIP at every kick (the sampling profiler is on).
     profile: bool,
@@ -113,7 +147,13 @@ impl Vcpu {
         host: &HostProfile,
         shared: VcpuShared,
     ) -> Result<Self, VcpuError> {
-        let VcpuShared { pio, mmio, stop } = shared;
+        let VcpuShared {
+            pio,
+            mmio,
+            stop,
+            pause,
+            caps,
+        } = shared;
         let setup = |what| move |source| VcpuError::Setup { id, what, source };
         let fd = vm
             .fd()
@@ -137,6 +177,9 @@ impl Vcpu {
             pio,
             mmio,
             stop,
+            pause,
+            caps,
+            channels: None,
             stats: ExitStats::default(),
             profile: false,
         })
@@ -185,6 +228,16 @@ impl Vcpu {
         &self.fd
     }
 
+    /// Loads a snapshot's state into this (new, not yet running) vCPU.
+    pub fn restore_state(&self, state: &VcpuState) -> Result<(), VcpuStateError> {
+        state.restore(&self.fd)
+    }
+
+    /// Connects the vCPU to the VMM's pause/snapshot requests (before its thread starts).
+    pub fn set_channels(&mut self, channels: VcpuChannels) {
+        self.channels = Some(channels);
+    }
+
     /// Runs the guest until it stops; returns why, and this vCPU's exit counters.
     pub fn run(mut self) -> (StopReason, ExitStats) {
         self.stats.first_run = Some(std::time::Instant::now());
@@ -192,11 +245,46 @@ impl Vcpu {
             if self.stop.load(Ordering::Acquire) {
                 break StopReason::Stopped;
             }
+            if self.pause.load(Ordering::Acquire) {
+                if self.park() {
+                    continue;
+                }
+                break StopReason::Stopped;
+            }
             if let Some(reason) = self.run_once() {
                 break reason;
             }
         };
         (reason, self.stats)
+    }
+
+    /// The VM is paused: tell the VMM, then serve its requests until it resumes the VM (true)
+    /// or ends it (false). The vCPU is out of `KVM_RUN` all that time, so its state is stable.
+    fn park(&mut self) -> bool {
+        let Some(ch) = &self.channels else {
+            // A vCPU without channels (never in practice) cannot be paused: keep running.
+            return true;
+        };
+        if ch.replies.send((self.id, VcpuReply::Paused)).is_err() {
+            return false;
+        }
+        loop {
+            match ch.requests.recv() {
+                Ok(VcpuRequest::SaveState) => {
+                    let state = VcpuState::save(&self.caps, &self.fd, self.id);
+                    if ch.replies.send((self.id, VcpuReply::State(Box::new(state)))).is_err() {
+                        return false;
+                    }
+                }
+                Ok(VcpuRequest::Resume) => {
+                    // Tell the guest kernel it was stopped, so its watchdogs do not count the
+                    // pause as a lockup (KVM_KVMCLOCK_CTRL; hosts without kvmclock refuse it).
+                    let _ = self.fd.kvmclock_ctrl();
+                    return !self.stop.load(Ordering::Acquire);
+                }
+                Ok(VcpuRequest::Finish) | Err(_) => return false,
+            }
+        }
     }
 
     /// One `KVM_RUN` and the handling of its exit; `Some` when the vCPU must stop.

@@ -1,7 +1,11 @@
 //! The KVM VM: memory slots, the in-kernel interrupt controllers and PIT, and irqfds.
 
-use kvm_bindings::{kvm_pit_config, kvm_userspace_memory_region, KVM_PIT_SPEAKER_DUMMY};
+use kvm_bindings::{
+    kvm_clock_data, kvm_irqchip, kvm_pit_config, kvm_pit_state2, kvm_userspace_memory_region, KVM_IRQCHIP_IOAPIC,
+    KVM_IRQCHIP_PIC_MASTER, KVM_IRQCHIP_PIC_SLAVE, KVM_PIT_SPEAKER_DUMMY,
+};
 use kvm_ioctls::{Kvm, VmFd};
+use serde::{Deserialize, Serialize};
 use vm_memory::{GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 use vmm_sys_util::eventfd::EventFd;
 
@@ -137,4 +141,46 @@ impl Vm {
     pub fn fd(&self) -> &VmFd {
         &self.fd
     }
+
+    /// The in-kernel devices' state: PIC master/slave, IOAPIC, PIT and the kvmclock.
+    pub fn save_state(&self) -> Result<VmState, VmError> {
+        let mut chips = Vec::with_capacity(3);
+        for chip_id in [KVM_IRQCHIP_PIC_MASTER, KVM_IRQCHIP_PIC_SLAVE, KVM_IRQCHIP_IOAPIC] {
+            let mut chip = kvm_irqchip {
+                chip_id,
+                ..Default::default()
+            };
+            self.fd.get_irqchip(&mut chip).map_err(setup("reading the irqchip"))?;
+            chips.push(chip);
+        }
+        let pit = self.fd.get_pit2().map_err(setup("reading the PIT"))?;
+        let mut clock = self.fd.get_clock().map_err(setup("reading the kvmclock"))?;
+        // Only the clock value is restored; the flags describe this host's TSC.
+        clock.flags = 0;
+        Ok(VmState {
+            irqchips: chips,
+            pit,
+            clock,
+        })
+    }
+
+    /// Loads a saved [`VmState`] into this (freshly created) VM.
+    pub fn restore_state(&self, state: &VmState) -> Result<(), VmError> {
+        for chip in &state.irqchips {
+            self.fd.set_irqchip(chip).map_err(setup("restoring the irqchip"))?;
+        }
+        self.fd.set_pit2(&state.pit).map_err(setup("restoring the PIT"))?;
+        self.fd
+            .set_clock(&state.clock)
+            .map_err(setup("restoring the kvmclock"))?;
+        Ok(())
+    }
+}
+
+/// What KVM's in-kernel devices hold (see [`Vm::save_state`]).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct VmState {
+    pub irqchips: Vec<kvm_irqchip>,
+    pub pit: kvm_pit_state2,
+    pub clock: kvm_clock_data,
 }
