@@ -1,18 +1,13 @@
 //! Command-line interface: `hearth run ...`.
 
-use std::fs::File;
-use std::os::fd::FromRawFd;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use vmm::config::{DriveConfig, NetConfig, DEFAULT_CMDLINE};
+use vmm::controller::full_config_from;
 use vmm::loader::BootProtocol;
-use vmm::vstate::exits::render_table;
-use vmm::{ConsoleIo, VmConfig, VmExit};
-
-use crate::exit_code;
-use crate::terminal::RawTerminal;
+use vmm::VmConfig;
 
 const AFTER_HELP: &str = "\
 Exit codes: 0 guest shut down (poweroff/reboot), 1 error, 2 usage, 3 guest triple fault,
@@ -20,13 +15,21 @@ Exit codes: 0 guest shut down (poweroff/reboot), 1 error, 2 usage, 3 guest tripl
 Console: the guest's serial port is on stdin/stdout; type Ctrl-A x to stop the VM.";
 
 #[derive(Parser, Debug)]
-#[command(name = "hearth", version, about = "hearth: a microVM monitor for Linux/KVM", after_help = AFTER_HELP)]
+#[command(
+    name = "hearth",
+    version,
+    about = "hearth: a microVM monitor for Linux/KVM",
+    after_help = AFTER_HELP,
+    args_conflicts_with_subcommands = true
+)]
 pub struct Cli {
     /// Log level for hearth's own messages (error, warn, info, debug, trace).
     #[arg(long, global = true, value_parser = parse_level)]
     pub log_level: Option<log::LevelFilter>,
     #[command(subcommand)]
-    pub command: Command,
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub firecracker: FirecrackerArgs,
 }
 
 fn parse_level(s: &str) -> Result<log::LevelFilter, String> {
@@ -38,6 +41,55 @@ fn parse_level(s: &str) -> Result<log::LevelFilter, String> {
 pub enum Command {
     /// Boot a microVM and attach its serial console to this terminal.
     Run(RunArgs),
+    /// Start a microVM from a snapshot (state file + memory file) taken through the API.
+    Restore(RestoreArgs),
+}
+
+#[derive(Args, Debug)]
+#[command(after_help = AFTER_HELP)]
+pub struct RestoreArgs {
+    /// The snapshot's state file (PUT /snapshot/create's snapshot_path).
+    #[arg(long, value_name = "PATH")]
+    pub snapshot: PathBuf,
+    /// The snapshot's memory file (mem_file_path); mapped copy-on-write, never written.
+    #[arg(long, value_name = "PATH")]
+    pub mem: PathBuf,
+    /// Stay paused after restoring (resume with PATCH /vm {"state": "Resumed"}).
+    #[arg(long, requires = "api_sock")]
+    pub paused: bool,
+    /// Use this host tap device instead of the one in the snapshot.
+    #[arg(long, value_name = "NAME")]
+    pub tap: Option<String>,
+    /// Serve the HTTP API on this Unix socket.
+    #[arg(long, value_name = "PATH")]
+    pub api_sock: Option<PathBuf>,
+    /// Instance id reported by the API.
+    #[arg(long, default_value = "hearth", value_name = "ID")]
+    pub id: String,
+    /// Print per-vCPU exit statistics when the VM ends.
+    #[arg(long)]
+    pub stats: bool,
+    /// Stop the VM after this many seconds (exit code 5).
+    #[arg(long, value_name = "SECS")]
+    pub timeout: Option<f64>,
+}
+
+/// Firecracker's command line, for running hearth in its place: with `--api-sock` the VM is
+/// configured and started over the API; with `--config-file` it boots at once.
+#[derive(Args, Debug)]
+pub struct FirecrackerArgs {
+    /// Serve the API on this Unix socket [Firecracker: --api-sock].
+    #[arg(long, value_name = "PATH")]
+    pub api_sock: Option<PathBuf>,
+    /// Boot at once from this JSON configuration (Firecracker's format).
+    #[arg(long, value_name = "FILE")]
+    pub config_file: Option<PathBuf>,
+    /// Do not serve the API (requires --config-file).
+    #[arg(long, requires = "config_file")]
+    pub no_api: bool,
+    /// Instance id reported by the API.
+    #[arg(long, default_value = "hearth", value_name = "ID")]
+    pub id: String,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug)]
@@ -92,6 +144,13 @@ pub struct RunArgs {
     /// Stop the VM after this many seconds (exit code 5).
     #[arg(long, value_name = "SECS")]
     pub timeout: Option<f64>,
+    /// Serve the Firecracker-compatible HTTP API on this Unix socket while the VM runs
+    /// (pause/resume, snapshots, configuration; see crates/api/hearth-api.yaml).
+    #[arg(long, value_name = "PATH")]
+    pub api_sock: Option<PathBuf>,
+    /// Instance id reported by the API.
+    #[arg(long, default_value = "hearth", value_name = "ID")]
+    pub id: String,
     /// Command for the guest's init to run instead of a shell (passed after " -- ").
     #[arg(last = true, value_name = "GUEST_CMD")]
     pub guest_cmd: Vec<String>,
@@ -255,89 +314,21 @@ fn check_drive(d: &DriveConfig) -> Result<(), CliError> {
     }
 }
 
-fn stdout_unbuffered() -> File {
-    // SAFETY: dup(1) returns a new fd (or -1, checked) that the File then owns.
-    let fd = unsafe { libc::dup(1) };
-    if fd < 0 {
-        // No stdout: write console output nowhere rather than fail.
-        return File::options()
-            .write(true)
-            .open("/dev/null")
-            .unwrap_or_else(|_| std::process::abort());
-    }
-    // SAFETY: `fd` is a fresh descriptor owned by nobody else.
-    unsafe { File::from_raw_fd(fd) }
-}
-
 pub fn run(args: RunArgs, started: Instant) -> Result<u8, Box<dyn std::error::Error>> {
     let config = resolve(&args)?;
-    let deadline = args.timeout.map(|s| Duration::from_secs_f64(s.max(0.0)));
     check_readable(&config.kernel, "kernel")?;
-    let vmm = vmm::build_linux(
-        &config,
-        ConsoleIo {
-            output: Box::new(stdout_unbuffered()),
-            input: Some(0),
-        },
-    )?;
-    let summary = {
-        let _raw = RawTerminal::enter();
-        vmm.run(deadline)
+    let api = match &args.api_sock {
+        Some(p) => Some(crate::session::api_controller(p, &args.id, full_config_from(&config))?),
+        None => None,
     };
-    let (code, msg) = match &summary.exit {
-        VmExit::GuestShutdown => (exit_code::GUEST_SHUTDOWN, None),
-        VmExit::TripleFault => (
-            exit_code::TRIPLE_FAULT,
-            Some("guest triple fault (CPU shutdown)".to_string()),
-        ),
-        VmExit::Failed(m) => (exit_code::VCPU_FAILED, Some(m.clone())),
-        VmExit::Timeout => (exit_code::TIMEOUT, Some("--timeout passed; VM stopped".to_string())),
-        VmExit::Signal(s) => (
-            exit_code::SIGNAL_BASE.saturating_add(u8::try_from(*s).unwrap_or(0)),
-            Some(format!("stopped by signal {s}")),
-        ),
+    let vmm = vmm::build_linux(&config, crate::session::console_io())?;
+    let opts = crate::session::RunOpts {
+        deadline: args.timeout.map(|s| Duration::from_secs_f64(s.max(0.0))),
+        stats: args.stats,
+        profile_kernel: args.profile.then(|| config.kernel.clone()),
+        started,
     };
-    if let Some(m) = msg {
-        eprintln!("hearth: {m}");
-    }
-    if args.stats {
-        let first = summary.stats.iter().filter_map(|s| s.first_run).min();
-        eprintln!(
-            "hearth: exit statistics ({} vCPUs, host {}):",
-            summary.stats.len(),
-            vmm::host::HostProfile::detect().kind
-        );
-        eprint!("{}", render_table(&summary.stats));
-        if let Some(f) = first {
-            eprintln!(
-                "first KVM_RUN: {:.3} ms after start",
-                f.duration_since(started).as_secs_f64() * 1e3
-            );
-        }
-        eprintln!("VM lifetime: {:.3} s", started.elapsed().as_secs_f64());
-        let m = summary.memory;
-        eprintln!(
-            "memory: process RSS {:.1} MiB, guest RAM resident {:.1} MiB, VMM overhead {:.1} MiB",
-            m.rss_bytes as f64 / 1048576.0,
-            m.guest_resident_bytes as f64 / 1048576.0,
-            m.overhead_bytes() as f64 / 1048576.0
-        );
-    }
-    if args.profile {
-        let symbols = vmm::profile::SymbolTable::from_elf(&config.kernel);
-        if symbols.is_none() {
-            eprintln!(
-                "hearth: {} has no ELF symbol table; showing raw addresses",
-                config.kernel.display()
-            );
-        }
-        let samples: Vec<_> = summary.stats.iter().map(|s| s.samples.clone()).collect();
-        eprint!(
-            "{}",
-            vmm::profile::render(&vmm::profile::by_function(&samples, symbols.as_ref()), 40)
-        );
-    }
-    Ok(code)
+    Ok(crate::session::drive(vmm, &opts, api))
 }
 
 fn check_readable(path: &Path, what: &str) -> Result<(), CliError> {

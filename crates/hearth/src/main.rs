@@ -3,6 +3,7 @@
 
 mod cli;
 mod logger;
+mod session;
 mod terminal;
 
 use std::process::ExitCode;
@@ -41,14 +42,17 @@ fn main() -> ExitCode {
         }
     };
     logger::init(cli.log_level);
-    match cli.command {
-        Command::Run(args) => match cli::run(args, started) {
-            Ok(code) => ExitCode::from(code),
-            Err(e) => {
-                eprintln!("hearth: {}", error_chain(e.as_ref()));
-                ExitCode::from(exit_code::ERROR)
-            }
-        },
+    let result = match cli.command {
+        Some(Command::Run(args)) => cli::run(args, started),
+        Some(Command::Restore(args)) => session::restore(args, started),
+        None => session::firecracker(cli.firecracker, started),
+    };
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("hearth: {}", error_chain(e.as_ref()));
+            ExitCode::from(exit_code::ERROR)
+        }
     }
 }
 

@@ -13,6 +13,7 @@ pub mod arch;
 pub mod builder;
 pub mod config;
 pub mod console_input;
+pub mod controller;
 pub mod host;
 pub mod loader;
 pub mod machine;
