@@ -2,6 +2,7 @@
 //! turns how it ended into an exit code. No VM logic lives here.
 
 mod cli;
+mod ctl;
 mod logger;
 mod terminal;
 
@@ -49,6 +50,7 @@ fn main() -> ExitCode {
                 ExitCode::from(exit_code::ERROR)
             }
         },
+        Command::Ctl(args) => ExitCode::from(ctl::run(args)),
     }
 }
 
