@@ -525,3 +525,29 @@ fn bind_replaces_a_stale_socket_and_refuses_other_files() {
     assert!(e.to_string().contains("not a socket"), "{e}");
     assert_eq!(std::fs::read(&path).unwrap(), b"precious");
 }
+
+#[test]
+fn a_long_pipeline_of_large_replies_completes() {
+    // More replies than the per-connection output bound: the server must resume the requests
+    // it set aside once the client reads, without waiting for new input.
+    let server = TestServer::start(Limits::default());
+    let mut c = server.client();
+    let n = 1000;
+    let batch: Vec<u8> = (0..n)
+        .flat_map(|_| ApiClient::encode("GET", "/vm/config", None))
+        .collect();
+    let mut writer = c.stream().try_clone().unwrap();
+    let t = std::thread::spawn(move || writer.write_all(&batch).unwrap());
+    let mut bytes = 0;
+    for i in 0..n {
+        let r = c.read_response().unwrap_or_else(|e| panic!("reply {i}: {e}"));
+        assert_eq!(r.status, 200, "reply {i}");
+        bytes += r.body.len();
+    }
+    t.join().unwrap();
+    assert!(
+        bytes > 2 * Limits::default().max_pending_output,
+        "replies ({bytes} bytes) must exceed the bound"
+    );
+    assert_eq!(server.call_count(), n);
+}
