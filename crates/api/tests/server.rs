@@ -454,9 +454,11 @@ fn a_client_that_never_reads_is_bounded_and_dropped() {
     greedy.set_nonblocking(true).unwrap();
     let request = ApiClient::encode("GET", "/vm/config", None);
     let (mut sent, mut requests) = (0usize, 0usize);
-    // Pipeline requests without reading a byte until the server stops taking them.
+    // Pipeline requests without reading a byte until the server stops taking them: writes
+    // block for 1000 tries in a row (a server still reading, polled every 20 ms at most, would
+    // have drained the socket long before) or fail because the server dropped us.
     let mut blocked_rounds = 0;
-    while blocked_rounds < 50 && sent < (256 << 20) {
+    while blocked_rounds < 1000 && sent < (256 << 20) {
         match greedy.write(&request) {
             Ok(n) if n == request.len() => {
                 sent += n;
@@ -478,11 +480,11 @@ fn a_client_that_never_reads_is_bounded_and_dropped() {
         sent < (256 << 20),
         "the server kept reading from a client that never reads"
     );
+    let handled = server.call_count();
+    assert!(handled < requests, "handled {handled} of {requests}: no back-pressure");
     // Others are served meanwhile.
     let mut c = server.client();
     assert_eq!(c.request("GET", "/version", None).unwrap().status, 200);
-    let handled = server.call_count();
-    assert!(handled < requests, "handled {handled} of {requests}: no back-pressure");
     // Without reading, the stuck client is dropped once its replies go unread for
     // write_timeout; the polite client stays.
     let conns = || server.connections.load(std::sync::atomic::Ordering::Relaxed);
