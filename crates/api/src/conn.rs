@@ -70,9 +70,16 @@ impl Conn {
         if readable && self.wants_read(limits) && self.read(limits) == Next::Close {
             return Next::Close;
         }
-        self.process(backend, limits, now);
-        if self.flush(now) == Next::Close {
-            return Next::Close;
+        loop {
+            let held_back = self.process(backend, limits, now);
+            if self.flush(now) == Next::Close {
+                return Next::Close;
+            }
+            // Requests set aside for a full output buffer: the client has just taken the
+            // output, and no new input may ever come to wake us, so go on now.
+            if !held_back || self.pending_out() >= limits.max_pending_output {
+                break;
+            }
         }
         if self.closing && self.pending_out() == 0 {
             return Next::Close;
@@ -88,9 +95,10 @@ impl Conn {
             let want = chunk.len().min(cap - self.inbuf.len());
             match self.stream.read(&mut chunk[..want]) {
                 Ok(0) => {
-                    // The client shut down its side: answer what it sent, then close.
+                    // The client shut down its side: answer what it sent, then close. A
+                    // trailing partial request will never complete.
                     self.closing = true;
-                    self.process_eof();
+                    self.partial_since = None;
                     return Next::Keep;
                 }
                 Ok(n) => self.inbuf.extend_from_slice(&chunk[..n]),
@@ -102,16 +110,17 @@ impl Conn {
         Next::Keep
     }
 
-    fn process_eof(&mut self) {
-        // Requests already complete in `inbuf` are still answered by `process`; a trailing
-        // partial one never will be.
-        self.partial_since = None;
-    }
-
-    /// Answers every complete request in `inbuf`, in order, while output has room.
-    fn process(&mut self, backend: &mut dyn Backend, limits: &Limits, now: Instant) {
+    /// Answers every complete request in `inbuf`, in order, while output has room. Returns
+    /// whether it stopped with input left because output was full.
+    fn process(&mut self, backend: &mut dyn Backend, limits: &Limits, now: Instant) -> bool {
         let mut waiting = false;
-        while !self.inbuf.is_empty() && self.pending_out() < limits.max_pending_output {
+        loop {
+            if self.inbuf.is_empty() {
+                break;
+            }
+            if self.pending_out() >= limits.max_pending_output {
+                return true;
+            }
             let head = match parse_head(&self.inbuf, limits.max_head, limits.max_body) {
                 Ok(Some(h)) => h,
                 Ok(None) => {
@@ -167,6 +176,7 @@ impl Conn {
         } else if self.inbuf.is_empty() || self.closing {
             self.partial_since = None;
         }
+        false
     }
 
     /// Writes pending output until the socket would block.

@@ -41,6 +41,8 @@ fn parse_level(s: &str) -> Result<log::LevelFilter, String> {
 pub enum Command {
     /// Boot a microVM and attach its serial console to this terminal.
     Run(RunArgs),
+    /// Talk to a running hearth over its API socket (exit 0 on success, 1 on an API fault).
+    Ctl(crate::ctl::CtlArgs),
     /// Start a microVM from a snapshot (state file + memory file) taken through the API.
     Restore(RestoreArgs),
 }

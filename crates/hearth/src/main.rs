@@ -2,6 +2,7 @@
 //! turns how it ended into an exit code. No VM logic lives here.
 
 mod cli;
+mod ctl;
 mod logger;
 mod session;
 mod terminal;
@@ -45,6 +46,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Some(Command::Run(args)) => cli::run(args, started),
         Some(Command::Restore(args)) => session::restore(args, started),
+        Some(Command::Ctl(args)) => return ExitCode::from(ctl::run(args)),
         None => session::firecracker(cli.firecracker, started),
     };
     match result {
