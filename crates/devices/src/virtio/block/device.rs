@@ -3,9 +3,14 @@
 use std::fs::File;
 
 use ::virtio::{features, DeviceCommon, VirtioDevice};
-use virtio_bindings::virtio_blk::{VIRTIO_BLK_F_BLK_SIZE, VIRTIO_BLK_F_FLUSH, VIRTIO_BLK_F_RO, VIRTIO_BLK_F_SEG_MAX};
+use virtio_bindings::virtio_blk::{
+    VIRTIO_BLK_F_BLK_SIZE, VIRTIO_BLK_F_DISCARD, VIRTIO_BLK_F_FLUSH, VIRTIO_BLK_F_RO, VIRTIO_BLK_F_SEG_MAX,
+    VIRTIO_BLK_F_WRITE_ZEROES,
+};
 use virtio_bindings::virtio_ids::VIRTIO_ID_BLOCK;
 use virtio_queue::desc::split::Descriptor;
+
+use super::discard::{Unsupported, ALIGNMENT_SECTORS, MAX_SECTORS, MAX_SEGMENTS};
 
 pub const SECTOR_SIZE: u64 = 512;
 /// Descriptors in the one request queue.
@@ -44,6 +49,8 @@ pub(crate) struct Disk {
     /// Image size in bytes, rounded down to whole sectors.
     pub(crate) size: u64,
     pub(crate) id: [u8; ID_BYTES],
+    /// fallocate modes the image's file system refused (see `discard`).
+    pub(crate) unsupported: Unsupported,
 }
 
 impl Block {
@@ -63,6 +70,8 @@ impl Block {
             | features::RING_INDIRECT_DESC;
         if read_only {
             avail |= bit(VIRTIO_BLK_F_RO);
+        } else {
+            avail |= bit(VIRTIO_BLK_F_DISCARD) | bit(VIRTIO_BLK_F_WRITE_ZEROES);
         }
         let common =
             DeviceCommon::new(VIRTIO_ID_BLOCK, avail, &[QUEUE_SIZE]).map_err(|source| BlockError::EventFd {
@@ -79,10 +88,16 @@ impl Block {
                 read_only,
                 size,
                 id: id_bytes,
+                unsupported: Unsupported::default(),
             },
             config: config_space(size / SECTOR_SIZE),
             descs: Vec::with_capacity(usize::from(QUEUE_SIZE)),
         })
+    }
+
+    #[cfg(test)]
+    pub(crate) fn disk_mut(&mut self) -> &mut Disk {
+        &mut self.disk
     }
 
     /// Capacity in 512-byte sectors.
@@ -95,13 +110,22 @@ fn bit(f: u32) -> u64 {
     1 << f
 }
 
-/// struct virtio_blk_config (virtio 1.2 §5.2.4) up to `blk_size`, little-endian.
+/// struct virtio_blk_config (virtio 1.2 §5.2.4) up to `write_zeroes_may_unmap`, little-endian.
+/// The discard/write-zeroes limits are there on read-only drives too (the layout is fixed) but
+/// mean nothing without the features.
 fn config_space(sectors: u64) -> Vec<u8> {
-    let mut c = vec![0u8; 24];
-    c[0..8].copy_from_slice(&sectors.to_le_bytes());
+    let mut c = vec![0u8; 60];
+    let mut put = |at: usize, v: u32| c[at..at + 4].copy_from_slice(&v.to_le_bytes());
     // seg_max: a request's data descriptors, leaving room for its header and status.
-    c[12..16].copy_from_slice(&(u32::from(QUEUE_SIZE) - 2).to_le_bytes());
-    c[20..24].copy_from_slice(&u32::try_from(SECTOR_SIZE).unwrap_or(512).to_le_bytes());
+    put(12, u32::from(QUEUE_SIZE) - 2);
+    put(20, u32::try_from(SECTOR_SIZE).unwrap_or(512));
+    put(36, MAX_SECTORS); // max_discard_sectors
+    put(40, MAX_SEGMENTS); // max_discard_seg
+    put(44, ALIGNMENT_SECTORS); // discard_sector_alignment
+    put(48, MAX_SECTORS); // max_write_zeroes_sectors
+    put(52, MAX_SEGMENTS); // max_write_zeroes_seg
+    c[0..8].copy_from_slice(&sectors.to_le_bytes());
+    c[56] = 1; // write_zeroes_may_unmap
     c
 }
 
