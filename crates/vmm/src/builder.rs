@@ -276,8 +276,8 @@ impl EventHandler for NetBackendReady {
 
 /// One virtio device at `base` with interrupt line `gsi`: the transport on the MMIO bus, an
 /// irqfd, and per queue an ioeventfd on QueueNotify (datamatch = queue index) plus an event-loop
-/// handler that runs the queue.
-fn attach_virtio(
+/// handler that runs the queue. Public for the tiny-guest tests, which attach a device the same way.
+pub fn attach_virtio(
     machine: &mut Machine,
     dev: Arc<Mutex<dyn VirtioDevice>>,
     base: u64,
