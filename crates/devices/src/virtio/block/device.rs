@@ -1,6 +1,7 @@
 //! The virtio-blk device: what the driver sees (features, config space) and the image behind it.
 
 use std::fs::File;
+use std::os::fd::{AsRawFd, RawFd};
 
 use ::virtio::{features, DeviceCommon, VirtioDevice};
 use virtio_bindings::virtio_blk::{
@@ -9,6 +10,8 @@ use virtio_bindings::virtio_blk::{
 };
 use virtio_bindings::virtio_ids::VIRTIO_ID_BLOCK;
 use virtio_queue::desc::split::Descriptor;
+
+use crate::rate_limiter::{Clock, Limits, RateLimiter};
 
 use super::discard::{Unsupported, ALIGNMENT_SECTORS, MAX_SECTORS, MAX_SEGMENTS};
 
@@ -22,6 +25,12 @@ pub(crate) const ID_BYTES: usize = 20;
 pub enum BlockError {
     #[error("cannot read the size of drive '{id}'")]
     Size {
+        id: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot create the rate limiter timerfd of drive '{id}'")]
+    Timer {
         id: String,
         #[source]
         source: std::io::Error,
@@ -40,6 +49,9 @@ pub struct Block {
     config: Vec<u8>,
     /// Reused for every request's descriptor list.
     descs: Vec<Descriptor>,
+    /// Set by [`Block::set_rate_limit`]; while throttled the queue is left alone until
+    /// [`Block::rate_limit_timer_fired`].
+    limiter: Option<RateLimiter>,
 }
 
 /// The backend the requests run against (see `handler`).
@@ -92,7 +104,36 @@ impl Block {
             },
             config: config_space(size / SECTOR_SIZE),
             descs: Vec::with_capacity(usize::from(QUEUE_SIZE)),
+            limiter: None,
         })
+    }
+
+    /// Limits the drive to `limits` (bytes and requests a second, with bursts).
+    pub fn set_rate_limit(&mut self, limits: Limits, clock: Box<dyn Clock>) -> Result<(), BlockError> {
+        let limiter = RateLimiter::new(limits, clock).map_err(|source| BlockError::Timer {
+            id: self.id_string(),
+            source,
+        })?;
+        self.limiter = Some(limiter);
+        Ok(())
+    }
+
+    /// The timerfd the event loop must watch (then call [`Block::rate_limit_timer_fired`]).
+    pub fn rate_limit_fd(&self) -> Option<RawFd> {
+        self.limiter.as_ref().map(AsRawFd::as_raw_fd)
+    }
+
+    /// The rate limiter's timer fired: take requests again.
+    pub fn rate_limit_timer_fired(&mut self) {
+        if let Some(l) = &mut self.limiter {
+            l.timer_fired();
+        }
+        self.process_queue(0);
+    }
+
+    fn id_string(&self) -> String {
+        let end = self.disk.id.iter().position(|&b| b == 0).unwrap_or(ID_BYTES);
+        String::from_utf8_lossy(&self.disk.id[..end]).into_owned()
     }
 
     #[cfg(test)]
@@ -104,6 +145,12 @@ impl Block {
     pub fn sectors(&self) -> u64 {
         self.disk.size / SECTOR_SIZE
     }
+}
+
+/// What a request costs the bandwidth bucket: its data buffers (not header or status).
+fn data_bytes(descs: &[Descriptor]) -> u64 {
+    let data = descs.get(1..descs.len().saturating_sub(1)).unwrap_or(&[]);
+    data.iter().map(|d| u64::from(d.len())).sum()
 }
 
 fn bit(f: u32) -> u64 {
@@ -141,7 +188,20 @@ impl VirtioDevice for Block {
     }
     fn process_queue(&mut self, index: usize) {
         let disk = &mut self.disk;
-        self.common
-            .process_queue(index, &mut self.descs, |mem, descs| disk.execute(mem, descs));
+        let Some(limiter) = &mut self.limiter else {
+            self.common
+                .process_queue(index, &mut self.descs, |mem, descs| disk.execute(mem, descs));
+            return;
+        };
+        let limiter = std::cell::RefCell::new(limiter);
+        self.common.process_queue_while(
+            index,
+            &mut self.descs,
+            || limiter.borrow_mut().admit(),
+            |mem, descs| {
+                limiter.borrow_mut().charge(data_bytes(descs));
+                disk.execute(mem, descs)
+            },
+        );
     }
 }

@@ -142,7 +142,7 @@ fn read_segments(mem: &Memory, data: &[Descriptor]) -> Result<Vec<u8>, u32> {
     if total > max {
         return Err(VIRTIO_BLK_S_UNSUPP);
     }
-    if total == 0 || total % SEGMENT_LEN as u64 != 0 {
+    if total == 0 || !total.is_multiple_of(SEGMENT_LEN as u64) {
         ::virtio::guest_warn(format_args!(
             "virtio-blk: discard/write-zeroes data of {total} bytes is not whole segments"
         ));
@@ -158,13 +158,13 @@ fn read_segments(mem: &Memory, data: &[Descriptor]) -> Result<Vec<u8>, u32> {
 }
 
 fn write_zero_bytes(image: &std::fs::File, start: u64, len: u64) -> std::io::Result<()> {
-    const CHUNK: u64 = 64 * 1024;
-    let zeros = [0u8; CHUNK as usize];
+    const CHUNK: usize = 64 * 1024;
+    let zeros = [0u8; CHUNK];
     let mut off = 0;
     while off < len {
-        let n = (len - off).min(CHUNK);
-        image.write_all_at(&zeros[..usize::try_from(n).unwrap_or(0)], start + off)?;
-        off += n;
+        let n = usize::try_from(len - off).map_or(CHUNK, |left| left.min(CHUNK));
+        image.write_all_at(&zeros[..n], start + off)?;
+        off += n as u64;
     }
     Ok(())
 }

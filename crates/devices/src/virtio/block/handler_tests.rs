@@ -201,3 +201,6 @@ fn a_looping_chain_marks_the_device_broken() {
 
 #[path = "discard_tests.rs"]
 mod discard;
+
+#[path = "rate_limit_tests.rs"]
+mod rate_limit;
