@@ -38,8 +38,14 @@ fn a_malicious_driver_cannot_hurt_the_vmm_or_the_image() {
     let blk = Arc::new(Mutex::new(Block::new(file, false, "evil").expect("block device")));
 
     let mut vm = TestVm::new("virtio_blk_evil", 1, 1);
-    vmm::builder::attach_virtio(&mut vm.machine, blk.clone(), vmm::arch::layout::MMIO_DEVICES_START, 5)
-        .expect("attach virtio-blk");
+    vmm::builder::attach_virtio(
+        &mut vm.machine,
+        blk.clone(),
+        vmm::arch::layout::MMIO_DEVICES_START,
+        5,
+        None,
+    )
+    .expect("attach virtio-blk");
     let (summary, log) = vm.run(ApStart::SameEntry);
     assert_eq!(summary.exit, VmExit::GuestShutdown, "log: {log:x?}");
 
