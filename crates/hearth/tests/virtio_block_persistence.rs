@@ -8,7 +8,8 @@
 //! 2. a second hearth on the same images: the guest reads both patterns back (checksums
 //!    compared with the host's), discards 1 MiB of the second drive (the host file's allocated
 //!    blocks shrink, the range reads as zeros), writes a third pattern with `dd conv=fsync`
-//!    and reports it; the test SIGKILLs hearth at once and finds the pattern in the image.
+//!    and reports it; the test SIGKILLs hearth at once and finds the pattern in the image. The
+//!    first drive is rate limited in this boot, so its I/O also exercises the throttle path.
 //!
 //! Console markers are printed as `name-$((6*7))` so that the kernel's echo of its command
 //! line (which holds the script) never matches them.
@@ -141,7 +142,13 @@ fn flushed_writes_survive_exit_and_sigkill_and_drives_stay_apart() {
         yes hearth-c | dd of=/dev/vda bs=4096 seek=256 count=64 iflag=fullblock conv=fsync 2>/dev/null \
             && echo c-flushed-$((6*7)); \
         sleep 600";
-    let mut child = hearth(&drives, script2, &err.0).stdout(Stdio::piped()).spawn().unwrap();
+    // vda is rate limited this time (64 KiB/s, burst 64 KiB): its 512 KiB of reads and writes
+    // only finish if the limiter's timer keeps resuming the throttled queue.
+    let drives2 = [drive(&a, ",id=a,bps=65536"), drives[1].clone(), drives[2].clone()];
+    let mut child = hearth(&drives2, script2, &err.0)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
     let mut console = String::new();
     for line in BufReader::new(child.stdout.take().unwrap()).lines() {
         let Ok(line) = line else { break };
