@@ -8,6 +8,7 @@ PKGS=(
 	linux-source-6.1                                       # guest kernel source (Debian's)
 	busybox-static                                         # guest userland
 	util-linux                                             # setpriv for the no-permission test
+	e2fsprogs                                              # guest/mkrootfs.sh (mke2fs -d, debugfs)
 )
 if [ "${1:-}" = "--bench" ]; then
 	PKGS+=(qemu-system-x86 hyperfine)

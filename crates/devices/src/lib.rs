@@ -6,6 +6,7 @@
 
 pub mod interrupt;
 pub mod legacy;
+pub mod rate_limiter;
 pub mod virtio;
 
 pub use interrupt::{EventFdTrigger, Interrupt};

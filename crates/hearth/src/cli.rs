@@ -132,8 +132,9 @@ pub struct RunArgs {
     /// Guest profiler sampling interval in milliseconds.
     #[arg(long, default_value_t = 2, value_name = "MS", requires = "profile")]
     pub profile_interval_ms: u64,
-    /// A virtio-blk drive on a raw image file: path=IMG[,ro][,id=ID]. Repeatable; the guest sees
-    /// them in order as /dev/vda, /dev/vdb, ... (id defaults to drive0, drive1, ...).
+    /// A virtio-blk drive on a raw image file: path=IMG[,ro][,id=ID][,bps=N][,iops=N]. Repeatable;
+    /// the guest sees them in order as /dev/vda, /dev/vdb, ... (id defaults to drive0, drive1, ...).
+    /// bps/iops limit bytes and requests a second (bursts of one second's worth).
     #[arg(long, value_name = "SPEC")]
     pub drive: Vec<String>,
     /// Attach a virtio-rng entropy device (/dev/hwrng in the guest; off by default).
@@ -248,14 +249,21 @@ fn resolve(args: &RunArgs) -> Result<VmConfig, CliError> {
     })
 }
 
-/// Parses `path=IMG[,ro][,id=ID]` (the `index`-th --drive).
+/// Parses `path=IMG[,ro][,id=ID][,bps=N][,iops=N]` (the `index`-th --drive).
 fn parse_drive(spec: &str, index: usize) -> Result<DriveConfig, CliError> {
-    let bad = |why: String| CliError(format!("--drive '{spec}': {why} (expected path=IMG[,ro][,id=ID])"));
-    let (mut path, mut id, mut read_only) = (None, None, false);
+    let bad = |why: String| {
+        CliError(format!(
+            "--drive '{spec}': {why} (expected path=IMG[,ro][,id=ID][,bps=N][,iops=N])"
+        ))
+    };
+    let (mut path, mut id, mut read_only, mut bps, mut iops) = (None, None, false, 0, 0);
+    let rate = |v: &str| v.parse::<u64>().ok().filter(|&n| n > 0);
     for part in spec.split(',') {
         match part.split_once('=') {
             Some(("path", p)) if !p.is_empty() => path = Some(PathBuf::from(p)),
             Some(("id", i)) if !i.is_empty() && !i.contains(char::is_whitespace) => id = Some(i.to_string()),
+            Some(("bps", v)) => bps = rate(v).ok_or_else(|| bad(format!("bps '{v}' is not a positive integer")))?,
+            Some(("iops", v)) => iops = rate(v).ok_or_else(|| bad(format!("iops '{v}' is not a positive integer")))?,
             None if part == "ro" => read_only = true,
             _ => return Err(bad(format!("unknown or empty option '{part}'"))),
         }
@@ -265,6 +273,8 @@ fn parse_drive(spec: &str, index: usize) -> Result<DriveConfig, CliError> {
         id: id.unwrap_or_else(|| format!("drive{index}")),
         path,
         read_only,
+        bps,
+        iops,
     })
 }
 
@@ -351,7 +361,21 @@ mod tests {
         assert_eq!((d.id.as_str(), d.read_only), ("root", true));
         assert_eq!(d.path, PathBuf::from("/x.img"));
         assert_eq!(parse_drive("path=/y", 3).unwrap().id, "drive3");
-        for bad in ["", "ro", "path=", "path=/x,rw", "path=/x,id=", "/x.img"] {
+        let d = parse_drive("path=/z,bps=1048576,iops=100", 0).unwrap();
+        assert_eq!((d.bps, d.iops), (1 << 20, 100));
+        let d = parse_drive("path=/z", 0).unwrap();
+        assert_eq!((d.bps, d.iops), (0, 0), "no limits by default");
+        for bad in [
+            "",
+            "ro",
+            "path=",
+            "path=/x,rw",
+            "path=/x,id=",
+            "/x.img",
+            "path=/x,bps=0",
+            "path=/x,iops=-1",
+            "path=/x,bps=1M",
+        ] {
             let e = parse_drive(bad, 0).unwrap_err().to_string();
             assert!(e.starts_with(&format!("--drive '{bad}'")), "{e}");
         }

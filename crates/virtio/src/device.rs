@@ -105,10 +105,25 @@ impl DeviceCommon {
         &mut self,
         index: usize,
         descs: &mut Vec<Descriptor>,
+        request: impl FnMut(&Memory, &[Descriptor]) -> u32,
+    ) {
+        self.process_queue_while(index, descs, || true, request);
+    }
+
+    /// [`DeviceCommon::process_queue`] that asks `admit` before taking each chain and stops
+    /// (leaving the rest on the ring) when it says no: how a rate-limited device pauses.
+    pub fn process_queue_while(
+        &mut self,
+        index: usize,
+        descs: &mut Vec<Descriptor>,
+        mut admit: impl FnMut() -> bool,
         mut request: impl FnMut(&Memory, &[Descriptor]) -> u32,
     ) {
         let mut used_any = false;
         while let Some(active) = self.active() {
+            if !admit() {
+                break;
+            }
             let Some(q) = active.queues.get_mut(index) else { break };
             let head = match pop_chain(q, &active.mem, descs) {
                 Ok(Some(head)) => head,

@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 
 use devices::legacy::serial::SerialSnapshot;
 use devices::legacy::{i8042, serial, SerialConsole, I8042};
+use devices::rate_limiter::{Limits, MonotonicClock};
 use devices::virtio::net::Tap;
 use devices::virtio::{Block, Net, Rng};
 use devices::EventFdTrigger;
@@ -198,7 +199,12 @@ fn attach_virtio_devices(
 ) -> Result<Vec<String>, BuildError> {
     let mut devices: Vec<Arc<Mutex<dyn VirtioDevice>>> = Vec::new();
     for drive in &config.drives {
-        devices.push(Arc::new(Mutex::new(open_drive(drive)?)));
+        let blk = Arc::new(Mutex::new(open_drive(drive)?));
+        let fd = blk.lock().unwrap_or_else(|e| e.into_inner()).rate_limit_fd();
+        if let Some(fd) = fd {
+            machine.add_event_handler(Box::new(BlockRateLimitTimer { fd, dev: blk.clone() }));
+        }
+        devices.push(blk);
     }
     if config.rng {
         devices.push(Arc::new(Mutex::new(Rng::new()?)));
@@ -247,7 +253,35 @@ fn open_drive(drive: &DriveConfig) -> Result<Block, BuildError> {
             path: drive.path.display().to_string(),
             source,
         })?;
-    Ok(Block::new(file, drive.read_only, &drive.id)?)
+    let mut blk = Block::new(file, drive.read_only, &drive.id)?;
+    if drive.bps > 0 || drive.iops > 0 {
+        let limits = Limits {
+            bps: drive.bps,
+            iops: drive.iops,
+            ..Limits::default()
+        };
+        blk.set_rate_limit(limits, Box::new(MonotonicClock::default()))?;
+    }
+    Ok(blk)
+}
+
+/// Lets a rate-limited drive take requests again when its limiter's timer fires.
+struct BlockRateLimitTimer {
+    /// Owned by the drive's limiter, which this handler keeps alive.
+    fd: RawFd,
+    dev: Arc<Mutex<Block>>,
+}
+
+impl EventHandler for BlockRateLimitTimer {
+    fn fd(&self) -> RawFd {
+        self.fd
+    }
+    fn on_readable(&mut self) {
+        self.dev
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .rate_limit_timer_fired();
+    }
 }
 
 fn open_net(net: &NetConfig) -> Result<Net, BuildError> {
@@ -276,8 +310,8 @@ impl EventHandler for NetBackendReady {
 
 /// One virtio device at `base` with interrupt line `gsi`: the transport on the MMIO bus, an
 /// irqfd, and per queue an ioeventfd on QueueNotify (datamatch = queue index) plus an event-loop
-/// handler that runs the queue.
-fn attach_virtio(
+/// handler that runs the queue. Public for the tiny-guest tests, which attach a device the same way.
+pub fn attach_virtio(
     machine: &mut Machine,
     dev: Arc<Mutex<dyn VirtioDevice>>,
     base: u64,

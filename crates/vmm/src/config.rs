@@ -44,6 +44,9 @@ pub struct DriveConfig {
     pub id: String,
     pub path: PathBuf,
     pub read_only: bool,
+    /// Rate limits: bytes and requests a second (bursts of one second's worth); 0 = none.
+    pub bps: u64,
+    pub iops: u64,
 }
 
 /// A locally administered unicast MAC derived from `name` (FNV-1a), stable across runs.

@@ -1,11 +1,19 @@
 //! The virtio-blk device: what the driver sees (features, config space) and the image behind it.
 
 use std::fs::File;
+use std::os::fd::{AsRawFd, RawFd};
 
 use ::virtio::{features, DeviceCommon, VirtioDevice};
-use virtio_bindings::virtio_blk::{VIRTIO_BLK_F_BLK_SIZE, VIRTIO_BLK_F_FLUSH, VIRTIO_BLK_F_RO, VIRTIO_BLK_F_SEG_MAX};
+use virtio_bindings::virtio_blk::{
+    VIRTIO_BLK_F_BLK_SIZE, VIRTIO_BLK_F_DISCARD, VIRTIO_BLK_F_FLUSH, VIRTIO_BLK_F_RO, VIRTIO_BLK_F_SEG_MAX,
+    VIRTIO_BLK_F_WRITE_ZEROES,
+};
 use virtio_bindings::virtio_ids::VIRTIO_ID_BLOCK;
 use virtio_queue::desc::split::Descriptor;
+
+use crate::rate_limiter::{Clock, Limits, RateLimiter};
+
+use super::discard::{Unsupported, ALIGNMENT_SECTORS, MAX_SECTORS, MAX_SEGMENTS};
 
 pub const SECTOR_SIZE: u64 = 512;
 /// Descriptors in the one request queue.
@@ -17,6 +25,12 @@ pub(crate) const ID_BYTES: usize = 20;
 pub enum BlockError {
     #[error("cannot read the size of drive '{id}'")]
     Size {
+        id: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot create the rate limiter timerfd of drive '{id}'")]
+    Timer {
         id: String,
         #[source]
         source: std::io::Error,
@@ -35,6 +49,9 @@ pub struct Block {
     config: Vec<u8>,
     /// Reused for every request's descriptor list.
     descs: Vec<Descriptor>,
+    /// Set by [`Block::set_rate_limit`]; while throttled the queue is left alone until
+    /// [`Block::rate_limit_timer_fired`].
+    limiter: Option<RateLimiter>,
 }
 
 /// The backend the requests run against (see `handler`).
@@ -44,6 +61,8 @@ pub(crate) struct Disk {
     /// Image size in bytes, rounded down to whole sectors.
     pub(crate) size: u64,
     pub(crate) id: [u8; ID_BYTES],
+    /// fallocate modes the image's file system refused (see `discard`).
+    pub(crate) unsupported: Unsupported,
 }
 
 impl Block {
@@ -63,6 +82,8 @@ impl Block {
             | features::RING_INDIRECT_DESC;
         if read_only {
             avail |= bit(VIRTIO_BLK_F_RO);
+        } else {
+            avail |= bit(VIRTIO_BLK_F_DISCARD) | bit(VIRTIO_BLK_F_WRITE_ZEROES);
         }
         let common =
             DeviceCommon::new(VIRTIO_ID_BLOCK, avail, &[QUEUE_SIZE]).map_err(|source| BlockError::EventFd {
@@ -79,10 +100,45 @@ impl Block {
                 read_only,
                 size,
                 id: id_bytes,
+                unsupported: Unsupported::default(),
             },
             config: config_space(size / SECTOR_SIZE),
             descs: Vec::with_capacity(usize::from(QUEUE_SIZE)),
+            limiter: None,
         })
+    }
+
+    /// Limits the drive to `limits` (bytes and requests a second, with bursts).
+    pub fn set_rate_limit(&mut self, limits: Limits, clock: Box<dyn Clock>) -> Result<(), BlockError> {
+        let limiter = RateLimiter::new(limits, clock).map_err(|source| BlockError::Timer {
+            id: self.id_string(),
+            source,
+        })?;
+        self.limiter = Some(limiter);
+        Ok(())
+    }
+
+    /// The timerfd the event loop must watch (then call [`Block::rate_limit_timer_fired`]).
+    pub fn rate_limit_fd(&self) -> Option<RawFd> {
+        self.limiter.as_ref().map(AsRawFd::as_raw_fd)
+    }
+
+    /// The rate limiter's timer fired: take requests again.
+    pub fn rate_limit_timer_fired(&mut self) {
+        if let Some(l) = &mut self.limiter {
+            l.timer_fired();
+        }
+        self.process_queue(0);
+    }
+
+    fn id_string(&self) -> String {
+        let end = self.disk.id.iter().position(|&b| b == 0).unwrap_or(ID_BYTES);
+        String::from_utf8_lossy(&self.disk.id[..end]).into_owned()
+    }
+
+    #[cfg(test)]
+    pub(crate) fn disk_mut(&mut self) -> &mut Disk {
+        &mut self.disk
     }
 
     /// Capacity in 512-byte sectors.
@@ -91,17 +147,32 @@ impl Block {
     }
 }
 
+/// What a request costs the bandwidth bucket: its data buffers (not header or status).
+fn data_bytes(descs: &[Descriptor]) -> u64 {
+    let data = descs.get(1..descs.len().saturating_sub(1)).unwrap_or(&[]);
+    data.iter().map(|d| u64::from(d.len())).sum()
+}
+
 fn bit(f: u32) -> u64 {
     1 << f
 }
 
-/// struct virtio_blk_config (virtio 1.2 §5.2.4) up to `blk_size`, little-endian.
+/// struct virtio_blk_config (virtio 1.2 §5.2.4) up to `write_zeroes_may_unmap`, little-endian.
+/// The discard/write-zeroes limits are there on read-only drives too (the layout is fixed) but
+/// mean nothing without the features.
 fn config_space(sectors: u64) -> Vec<u8> {
-    let mut c = vec![0u8; 24];
-    c[0..8].copy_from_slice(&sectors.to_le_bytes());
+    let mut c = vec![0u8; 60];
+    let mut put = |at: usize, v: u32| c[at..at + 4].copy_from_slice(&v.to_le_bytes());
     // seg_max: a request's data descriptors, leaving room for its header and status.
-    c[12..16].copy_from_slice(&(u32::from(QUEUE_SIZE) - 2).to_le_bytes());
-    c[20..24].copy_from_slice(&u32::try_from(SECTOR_SIZE).unwrap_or(512).to_le_bytes());
+    put(12, u32::from(QUEUE_SIZE) - 2);
+    put(20, u32::try_from(SECTOR_SIZE).unwrap_or(512));
+    put(36, MAX_SECTORS); // max_discard_sectors
+    put(40, MAX_SEGMENTS); // max_discard_seg
+    put(44, ALIGNMENT_SECTORS); // discard_sector_alignment
+    put(48, MAX_SECTORS); // max_write_zeroes_sectors
+    put(52, MAX_SEGMENTS); // max_write_zeroes_seg
+    c[0..8].copy_from_slice(&sectors.to_le_bytes());
+    c[56] = 1; // write_zeroes_may_unmap
     c
 }
 
@@ -117,7 +188,20 @@ impl VirtioDevice for Block {
     }
     fn process_queue(&mut self, index: usize) {
         let disk = &mut self.disk;
-        self.common
-            .process_queue(index, &mut self.descs, |mem, descs| disk.execute(mem, descs));
+        let Some(limiter) = &mut self.limiter else {
+            self.common
+                .process_queue(index, &mut self.descs, |mem, descs| disk.execute(mem, descs));
+            return;
+        };
+        let limiter = std::cell::RefCell::new(limiter);
+        self.common.process_queue_while(
+            index,
+            &mut self.descs,
+            || limiter.borrow_mut().admit(),
+            |mem, descs| {
+                limiter.borrow_mut().charge(data_bytes(descs));
+                disk.execute(mem, descs)
+            },
+        );
     }
 }

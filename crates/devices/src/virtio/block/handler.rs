@@ -8,8 +8,8 @@
 use std::io::{Seek, SeekFrom};
 
 use virtio_bindings::virtio_blk::{
-    VIRTIO_BLK_S_IOERR, VIRTIO_BLK_S_OK, VIRTIO_BLK_S_UNSUPP, VIRTIO_BLK_T_FLUSH, VIRTIO_BLK_T_GET_ID, VIRTIO_BLK_T_IN,
-    VIRTIO_BLK_T_OUT,
+    VIRTIO_BLK_S_IOERR, VIRTIO_BLK_S_OK, VIRTIO_BLK_S_UNSUPP, VIRTIO_BLK_T_DISCARD, VIRTIO_BLK_T_FLUSH,
+    VIRTIO_BLK_T_GET_ID, VIRTIO_BLK_T_IN, VIRTIO_BLK_T_OUT, VIRTIO_BLK_T_WRITE_ZEROES,
 };
 use virtio_queue::desc::split::Descriptor;
 use vm_memory::{Address, Bytes, GuestAddress};
@@ -87,6 +87,10 @@ impl Disk {
                 debug_assert!(written as usize <= ID_BYTES);
                 Ok(written)
             }
+            VIRTIO_BLK_T_DISCARD | VIRTIO_BLK_T_WRITE_ZEROES => {
+                self.discard_or_zero(mem, data, req.kind)?;
+                Ok(0)
+            }
             _ => Err(VIRTIO_BLK_S_UNSUPP),
         }
     }
@@ -105,7 +109,7 @@ impl Disk {
         Ok(())
     }
 
-    fn io_error(&self, what: &str, e: &std::io::Error) -> u32 {
+    pub(crate) fn io_error(&self, what: &str, e: &std::io::Error) -> u32 {
         ::virtio::guest_warn(format_args!("virtio-blk: {what} on the image failed: {e}"));
         VIRTIO_BLK_S_IOERR
     }
@@ -130,10 +134,13 @@ fn parse(mem: &Memory, descs: &[Descriptor]) -> Option<Request> {
     if last.len() != 1 {
         return None;
     }
-    // OUT data must be device-readable and IN data device-writable (pop_chain already checked
-    // that readable descriptors come first).
+    // OUT, DISCARD and WRITE_ZEROES data must be device-readable, IN and GET_ID data
+    // device-writable (pop_chain already checked that readable descriptors come first).
     let data = 1..descs.len() - 1;
-    let want_write = kind != VIRTIO_BLK_T_OUT;
+    let want_write = !matches!(
+        kind,
+        VIRTIO_BLK_T_OUT | VIRTIO_BLK_T_DISCARD | VIRTIO_BLK_T_WRITE_ZEROES
+    );
     if descs[data.clone()].iter().any(|d| d.is_write_only() != want_write) {
         return None;
     }

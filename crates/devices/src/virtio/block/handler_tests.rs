@@ -31,6 +31,7 @@ fn image(sectors: u64) -> (std::path::PathBuf, std::fs::File) {
         std::process::id(),
         std::thread::current().id()
     ));
+    let _ = std::fs::remove_file(&path);
     let mut f = std::fs::File::options()
         .read(true)
         .write(true)
@@ -59,8 +60,12 @@ impl Drop for Rig {
 }
 
 fn rig(read_only: bool) -> Rig {
+    rig_sized(read_only, 8)
+}
+
+fn rig_sized(read_only: bool, sectors: u64) -> Rig {
     let mem = Memory::from_ranges(&[(GuestAddress(0), 0x10_0000)]).unwrap();
-    let (path, f) = image(8);
+    let (path, f) = image(sectors);
     let mut blk = Block::new(f, read_only, "disk0").unwrap();
     let irq = Arc::new(CountingTrigger::default());
     blk.set_acked_features(blk.avail_features());
@@ -193,3 +198,9 @@ fn a_looping_chain_marks_the_device_broken() {
     assert!(g.blk.common().is_broken());
     assert_eq!(g.irq.count(), 1, "config interrupt");
 }
+
+#[path = "discard_tests.rs"]
+mod discard;
+
+#[path = "rate_limit_tests.rs"]
+mod rate_limit;

@@ -1,10 +1,12 @@
 //! virtio-blk (virtio 1.2 §5.2) on a raw image file.
 //!
-//! `device` holds the device (features, config space, the image) and `handler` executes the
-//! requests of one queue. Not yet here: persist (snapshots), metrics, discard/write-zeroes,
-//! O_DIRECT, rate limiting, asynchronous I/O (requests run synchronously on the event loop).
+//! `device` holds the device (features, config space, the image, the optional rate limiter)
+//! and `handler` executes the requests of one queue, `discard` the DISCARD and WRITE_ZEROES
+//! ones. Not yet here: persist (snapshots), metrics, O_DIRECT, asynchronous I/O (requests run
+//! synchronously on the event loop).
 
 mod device;
+mod discard;
 mod handler;
 
 pub use device::{Block, BlockError, SECTOR_SIZE};
