@@ -66,6 +66,11 @@ fn parse_mac(s: &str) -> Option<[u8; 6]> {
     <[u8; 6]>::try_from(parts).ok()
 }
 
+/// A Firecracker token bucket (`size` tokens per `refill_time` ms) as a rate per second.
+fn per_second(b: &api::models::rate_limiter::TokenBucket) -> u64 {
+    b.size.saturating_mul(1000) / b.refill_time.max(1)
+}
+
 /// Firecracker resources → hearth's [`VmConfig`].
 pub fn vm_config_from(full: &FullVmConfig) -> Result<VmConfig, ApiFault> {
     let boot = full
@@ -107,10 +112,13 @@ pub fn vm_config_from(full: &FullVmConfig) -> Result<VmConfig, ApiFault> {
                 None => format!("{cmdline} root=/dev/vda {ro}"),
             };
         }
+        let rl = d.rate_limiter.as_ref();
         drives.push(DriveConfig {
             id: d.drive_id.clone(),
             path: PathBuf::from(path),
             read_only: d.is_read_only.unwrap_or(false),
+            bps: rl.and_then(|r| r.bandwidth.as_ref()).map_or(0, per_second),
+            iops: rl.and_then(|r| r.ops.as_ref()).map_or(0, per_second),
         });
     }
     let net = match full.network_interfaces.as_slice() {
