@@ -56,6 +56,13 @@ pub struct RestoreArgs {
     /// The snapshot's memory file (mem_file_path); mapped copy-on-write, never written.
     #[arg(long, value_name = "PATH")]
     pub mem: PathBuf,
+    /// A diff snapshot's memory file, laid over --mem (repeatable, oldest first); --snapshot is
+    /// then the newest diff snapshot's state file.
+    #[arg(long, value_name = "PATH")]
+    pub mem_diff: Vec<PathBuf>,
+    /// Keep logging the guest's writes after the restore, for further diff snapshots.
+    #[arg(long)]
+    pub track_dirty_pages: bool,
     /// Stay paused after restoring (resume with PATCH /vm {"state": "Resumed"}).
     #[arg(long, requires = "api_sock")]
     pub paused: bool,
@@ -147,6 +154,10 @@ pub struct RunArgs {
     /// Stop the VM after this many seconds (exit code 5).
     #[arg(long, value_name = "SECS")]
     pub timeout: Option<f64>,
+    /// Have KVM log the pages the guest writes, so that diff snapshots (only the pages written
+    /// since the previous snapshot) can be taken through the API.
+    #[arg(long)]
+    pub track_dirty_pages: bool,
     /// Serve the Firecracker-compatible HTTP API on this Unix socket while the VM runs
     /// (pause/resume, snapshots, configuration; see crates/api/hearth-api.yaml).
     #[arg(long, value_name = "PATH")]
@@ -246,6 +257,7 @@ fn resolve(args: &RunArgs) -> Result<VmConfig, CliError> {
         drives,
         rng: args.rng,
         net: args.net.as_deref().map(parse_net).transpose()?,
+        track_dirty_pages: args.track_dirty_pages,
     })
 }
 

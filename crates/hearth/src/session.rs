@@ -142,7 +142,14 @@ fn print_stats(summary: &vmm::RunSummary, started: Instant) {
 /// `hearth restore`: a VM from a snapshot, running (or paused) at once.
 pub fn restore(args: RestoreArgs, started: Instant) -> Result<u8> {
     let tap = args.tap.clone();
-    let vmm = controller::restore(&args.snapshot, &args.mem, console_io(), args.paused, |snap| {
+    let track = args.track_dirty_pages;
+    let paths = controller::RestorePaths {
+        state: &args.snapshot,
+        mem: &args.mem,
+        diffs: &args.mem_diff,
+    };
+    let vmm = controller::restore(&paths, console_io(), args.paused, |snap| {
+        snap.config.track_dirty_pages |= track;
         if let Some(t) = tap {
             match &mut snap.config.net {
                 Some(n) => n.tap = t,

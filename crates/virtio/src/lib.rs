@@ -23,7 +23,7 @@ pub use persist::{RestoreError, TransportState};
 pub use ratelimit::guest_warn;
 
 /// Guest memory as devices see it.
-pub type Memory = vm_memory::GuestMemoryMmap;
+pub type Memory = vm_memory::GuestMemoryMmap<vm_memory::bitmap::AtomicBitmap>;
 
 /// Device status bits (virtio 1.2 §2.1).
 pub mod status {

@@ -19,8 +19,9 @@ use std::time::{Duration, Instant};
 use bus::BusDevice;
 use kvm_bindings::kvm_userspace_memory_region;
 use kvm_ioctls::{Kvm, VcpuExit};
-use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend};
 use vmm::arch::regs::EntryMode;
+use vmm::vstate::memory::GuestMemory;
 use vmm::{ApStart, Machine, VmExit};
 use vmm_sys_util::eventfd::EventFd;
 
@@ -146,7 +147,7 @@ fn hearth_run(kind: Kind, n: u32) -> Result<f64> {
 fn bare_run(kind: Kind, n: u32) -> Result<f64> {
     let kvm = Kvm::new()?;
     let vm = kvm.create_vm()?;
-    let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), usize::try_from(MEM_SIZE)?)])?;
+    let mem = GuestMemory::from_ranges(&[(GuestAddress(0), usize::try_from(MEM_SIZE)?)])?;
     let host_addr = mem.get_host_address(GuestAddress(0))? as u64;
     let region = kvm_userspace_memory_region {
         slot: 0,

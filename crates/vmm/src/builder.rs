@@ -15,7 +15,6 @@ use devices::virtio::net::Tap;
 use devices::virtio::{Block, Net, Rng};
 use devices::EventFdTrigger;
 use virtio::{MmioTransport, TransportState, VirtioDevice, VirtioInterrupt, MMIO_LEN, NOTIFY_OFFSET};
-use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::EventFd;
 
 use crate::arch::layout::{IOAPIC_PINS, MMIO_DEVICES_START};
@@ -24,6 +23,7 @@ use crate::config::{check_memory, check_vcpus, host_ram_mib, ConfigError, DriveC
 use crate::loader::{self, KernelEntry, LoadError};
 use crate::machine::{ApStart, Machine, MachineError, VcpuStart, VirtioSlot};
 use crate::vmm::{Console, EventHandler, Vmm};
+use crate::vstate::memory::GuestMemory;
 use crate::vstate::vm::open_kvm;
 
 #[derive(Debug, thiserror::Error)]
@@ -111,6 +111,9 @@ pub fn build_linux(config: &VmConfig, io: ConsoleIo) -> Result<Vmm, BuildError> 
     let mem_size = mem_mib << 20;
     let mut machine = Machine::new(vcpus, mem_size)?;
     machine.profile_interval = config.profile_interval;
+    if config.track_dirty_pages {
+        machine.enable_dirty_log()?;
+    }
 
     let kernel = loader::load_kernel(&machine.memory, &config.kernel, config.boot_protocol)?;
     let initrd = match &config.initrd {
@@ -136,13 +139,16 @@ pub fn build_linux(config: &VmConfig, io: ConsoleIo) -> Result<Vmm, BuildError> 
 /// vCPUs restored. With `paused`, the vCPUs wait for [`Vmm::resume`].
 pub fn restore_linux(
     snap: crate::persist::MachineSnapshot,
-    memory: GuestMemoryMmap,
+    memory: GuestMemory,
     io: ConsoleIo,
     paused: bool,
 ) -> Result<Vmm, BuildError> {
     let config = &snap.config;
     let mut machine = Machine::with_memory(config.vcpus, memory)?;
     machine.profile_interval = config.profile_interval;
+    if config.track_dirty_pages {
+        machine.enable_dirty_log()?;
+    }
     attach_virtio_devices(&mut machine, config, Some(&snap.virtio))?;
     let console = attach_legacy_devices(&mut machine, io, Some(&snap.serial))?;
     machine.vm.restore_state(&snap.vm).map_err(MachineError::from)?;
@@ -369,7 +375,7 @@ impl EventHandler for QueueKick {
 }
 
 fn write_boot_info(
-    mem: &GuestMemoryMmap,
+    mem: &GuestMemory,
     mem_size: u64,
     kernel: &loader::LoadedKernel,
     cmdline_len: usize,

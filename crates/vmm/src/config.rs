@@ -27,6 +27,9 @@ pub struct VmConfig {
     pub rng: bool,
     /// A virtio-net interface on a host tap device.
     pub net: Option<NetConfig>,
+    /// KVM logs the guest's writes so that diff snapshots can be taken.
+    #[serde(default)]
+    pub track_dirty_pages: bool,
 }
 
 /// One virtio-net interface backed by a host tap device.

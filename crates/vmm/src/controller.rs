@@ -143,6 +143,7 @@ pub fn vm_config_from(full: &FullVmConfig) -> Result<VmConfig, ApiFault> {
         drives,
         rng: full.entropy.is_some(),
         net,
+        track_dirty_pages: mc.track_dirty_pages,
     })
 }
 
@@ -162,6 +163,7 @@ pub fn full_config_from(c: &VmConfig) -> FullVmConfig {
         machine_config: Some(MachineConfig {
             vcpu_count: c.vcpus,
             mem_size_mib: c.mem_mib,
+            track_dirty_pages: c.track_dirty_pages,
             ..MachineConfig::default()
         }),
         drives: c
@@ -238,11 +240,15 @@ impl PreBoot {
             (None, Some(_)) => return Err(not_yet("the userfaultfd memory backend")),
             _ => return Err(bad("exactly one of mem_file_path and mem_backend is required")),
         };
-        if p.enable_diff_snapshots || p.track_dirty_pages {
-            return Err(not_yet("diff snapshots"));
-        }
+        let track = p.enable_diff_snapshots || p.track_dirty_pages;
         let io = self.io.take().ok_or_else(|| bad("the microVM was already started"))?;
-        let vmm = restore(Path::new(&p.snapshot_path), Path::new(&mem), io, !p.resume_vm, |snap| {
+        let paths = RestorePaths {
+            state: Path::new(&p.snapshot_path),
+            mem: Path::new(&mem),
+            diffs: &[],
+        };
+        let vmm = restore(&paths, io, !p.resume_vm, |snap| {
+            snap.config.track_dirty_pages |= track;
             for o in &p.network_overrides {
                 match &mut snap.config.net {
                     Some(n) => n.tap = o.host_dev_name.clone(),
@@ -262,18 +268,26 @@ impl PreBoot {
     }
 }
 
-/// Restores a VM from a state file and memory file; `adjust` may change the saved
-/// configuration first (new tap name, ...). Returns one-line errors.
+/// The files a restore reads: the state file, the base memory file, and diff memory files
+/// laid over it in order.
+pub struct RestorePaths<'a> {
+    pub state: &'a Path,
+    pub mem: &'a Path,
+    pub diffs: &'a [PathBuf],
+}
+
+/// Restores a VM from a snapshot's files; `adjust` may change the saved configuration first
+/// (new tap name, dirty tracking, ...). Returns one-line errors.
 pub fn restore(
-    state: &Path,
-    mem: &Path,
+    paths: &RestorePaths<'_>,
     io: ConsoleIo,
     paused: bool,
     adjust: impl FnOnce(&mut persist::MachineSnapshot) -> Result<(), String>,
 ) -> Result<Vmm, String> {
-    let mut snap = persist::load(state).map_err(|e| format!("Cannot load the snapshot: {}", chain(&e)))?;
+    let mut snap = persist::load(paths.state).map_err(|e| format!("Cannot load the snapshot: {}", chain(&e)))?;
     adjust(&mut snap)?;
-    let memory = persist::map_memory(&snap, mem).map_err(|e| format!("Cannot load the snapshot: {}", chain(&e)))?;
+    let memory = persist::map_memory_with_diffs(&snap, paths.mem, paths.diffs, paths.state)
+        .map_err(|e| format!("Cannot load the snapshot: {}", chain(&e)))?;
     restore_linux(snap, memory, io, paused).map_err(|e| format!("Cannot restore the snapshot: {}", chain(&e)))
 }
 
@@ -414,9 +428,10 @@ impl Backend for Runtime<'_> {
                     .map_err(|e| bad(format!("Cannot change the VM state: {}", chain(&e))))
             }
             ApiRequest::PutSnapshotCreate(p) => {
-                if p.snapshot_type == api::models::snapshot::SnapshotType::Diff {
-                    return Err(not_yet("diff snapshots"));
-                }
+                let kind = match p.snapshot_type {
+                    api::models::snapshot::SnapshotType::Diff => persist::SnapshotKind::Diff,
+                    _ => persist::SnapshotKind::Full,
+                };
                 if !self.vmm.is_paused() {
                     return Err(bad(
                         "Cannot create a snapshot: the microVM must be paused (PATCH /vm Paused)",
@@ -427,7 +442,8 @@ impl Backend for Runtime<'_> {
                     self.vmm,
                     Path::new(&p.snapshot_path),
                     Path::new(&p.mem_file_path),
-                    &mut |done, total| {
+                    kind,
+                    &mut |done: u64, total: u64| {
                         let pct = done * 100 / total.max(1);
                         if pct >= last + 25 {
                             last = pct;

@@ -11,11 +11,12 @@ use std::path::{Path, PathBuf};
 
 use linux_loader::loader::elf::{Elf, PvhBootCapability};
 use linux_loader::loader::{BzImage, KernelLoader};
-use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+use vm_memory::{Bytes, GuestAddress};
 
 use crate::arch::boot::InitrdRange;
 use crate::arch::layout::{CMDLINE_ADDR, CMDLINE_MAX, HIMEM_START, MMIO_GAP_START};
 use crate::arch::regs::EntryMode;
+use crate::vstate::memory::GuestMemory;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
@@ -117,7 +118,7 @@ const SETUP_HEADER_LEN: usize = 0x268 - 0x1f1;
 const XLF_KERNEL_64: u16 = 1 << 0;
 
 /// Loads `path` into `mem`.
-pub fn load_kernel(mem: &GuestMemoryMmap, path: &Path, protocol: BootProtocol) -> Result<LoadedKernel, LoadError> {
+pub fn load_kernel(mem: &GuestMemory, path: &Path, protocol: BootProtocol) -> Result<LoadedKernel, LoadError> {
     let mut f = open("kernel", path)?;
     let mut magic = [0u8; 4];
     let read_err = |source| LoadError::Read {
@@ -184,7 +185,7 @@ pub fn load_kernel(mem: &GuestMemoryMmap, path: &Path, protocol: BootProtocol) -
 
 /// Copies the initrd to the highest page-aligned spot of low RAM (below the MMIO gap).
 pub fn load_initrd(
-    mem: &GuestMemoryMmap,
+    mem: &GuestMemory,
     mem_size: u64,
     path: &Path,
     kernel: &LoadedKernel,
@@ -217,7 +218,7 @@ pub fn load_initrd(
 }
 
 /// Writes the NUL-terminated command line; returns its length without the NUL.
-pub fn load_cmdline(mem: &GuestMemoryMmap, cmdline: &str) -> Result<usize, LoadError> {
+pub fn load_cmdline(mem: &GuestMemory, cmdline: &str) -> Result<usize, LoadError> {
     let len = cmdline.len();
     if len + 1 > CMDLINE_MAX {
         return Err(LoadError::CmdlineTooLong {
@@ -241,8 +242,8 @@ mod tests {
     use super::*;
     use std::io::Write;
 
-    fn mem(size: u64) -> GuestMemoryMmap {
-        GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), size as usize)]).unwrap()
+    fn mem(size: u64) -> GuestMemory {
+        GuestMemory::from_ranges(&[(GuestAddress(0), size as usize)]).unwrap()
     }
 
     fn tmpfile(name: &str, contents: &[u8]) -> PathBuf {

@@ -9,12 +9,12 @@ use bus::{Bus, BusError, SharedDevice};
 use devices::legacy::SerialConsole;
 use kvm_ioctls::{Cap, IoEventAddress, Kvm};
 use virtio::MmioTransport;
-use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use crate::arch::regs::EntryMode;
 use crate::host::HostProfile;
 use crate::vmm::{Console, EventHandler, Vmm, VmmError};
+use crate::vstate::memory::GuestMemory;
 use crate::vstate::memory::{create_guest_memory, MemoryError};
 use crate::vstate::vcpu::{install_kick_handler, Vcpu, VcpuError, VcpuShared};
 use crate::vstate::vcpu_state::{StateCaps, VcpuState, VcpuStateError};
@@ -82,7 +82,7 @@ pub enum ApStart {
 pub struct Machine {
     pub kvm: Kvm,
     pub vm: Vm,
-    pub memory: GuestMemoryMmap,
+    pub memory: GuestMemory,
     pub host: HostProfile,
     pub vcpus: u8,
     /// Sample every vCPU's guest RIP at this interval (the guest profiler); `None` = off.
@@ -98,6 +98,8 @@ pub struct Machine {
     pub devices: DeviceHandles,
     /// What the machine was built from (a snapshot records it to rebuild the devices).
     pub config: Option<crate::config::VmConfig>,
+    /// KVM logs the pages the guest writes (see [`Machine::enable_dirty_log`]).
+    dirty_log: bool,
 }
 
 /// One virtio-mmio device: its window on the MMIO bus, interrupt line and transport.
@@ -123,7 +125,7 @@ impl Machine {
     }
 
     /// A machine over existing guest memory (e.g. mapped from a snapshot's memory file).
-    pub fn with_memory(vcpus: u8, memory: GuestMemoryMmap) -> Result<Self, MachineError> {
+    pub fn with_memory(vcpus: u8, memory: GuestMemory) -> Result<Self, MachineError> {
         let kvm = open_kvm()?;
         let vm = Vm::new(&kvm, &memory)?;
         let reset_evt = EventFd::new(EFD_NONBLOCK).map_err(MachineError::EventFd)?;
@@ -141,7 +143,15 @@ impl Machine {
             handlers: Vec::new(),
             devices: DeviceHandles::default(),
             config: None,
+            dirty_log: false,
         })
+    }
+
+    /// Has KVM log the pages the guest writes, for diff snapshots.
+    pub fn enable_dirty_log(&mut self) -> Result<(), MachineError> {
+        self.vm.enable_dirty_log(&self.memory)?;
+        self.dirty_log = true;
+        Ok(())
     }
 
     /// Largest vCPU count KVM accepts on this host.
@@ -275,6 +285,7 @@ impl Machine {
             handlers: self.handlers,
             devices: self.devices,
             config: self.config,
+            dirty_log: self.dirty_log,
         };
         Ok(Vmm::start(parts)?)
     }

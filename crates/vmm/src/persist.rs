@@ -23,13 +23,15 @@ use devices::legacy::serial::SerialSnapshot;
 use serde::{Deserialize, Serialize};
 use snapshot::{AtomicFile, SnapshotError};
 use virtio::TransportState;
+use vm_memory::bitmap::AtomicBitmap;
 use vm_memory::mmap::MmapRegion;
 use vm_memory::FileOffset;
-use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion, GuestRegionMmap};
+use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryRegion, GuestRegionMmap};
 
 use crate::config::VmConfig;
 use crate::host::HostProfile;
 use crate::vmm::{Vmm, VmmError};
+use crate::vstate::memory::GuestMemory;
 use crate::vstate::vcpu_state::VcpuState;
 use crate::vstate::vm::VmState;
 
@@ -67,6 +69,16 @@ pub enum PersistError {
         path: String,
         #[source]
         source: vm_memory::mmap::MmapRegionError,
+    },
+    #[error("diff snapshots need dirty-page tracking (machine-config track_dirty_pages, or --track-dirty-pages)")]
+    NoDirtyLog,
+    #[error("{path} is a diff snapshot: restore it with its base's memory file (--mem) and its own (--mem-diff)")]
+    DiffWithoutBase { path: String },
+    #[error("cannot apply diff memory file {path}")]
+    DiffApply {
+        path: String,
+        #[source]
+        source: std::io::Error,
     },
     #[error("the snapshot's guest memory layout is invalid")]
     Layout,
@@ -128,9 +140,18 @@ fn cpu_vendor() -> String {
     String::from_utf8_lossy(&v).into_owned()
 }
 
+/// A full snapshot's memory file holds all of guest RAM; a diff snapshot's only the pages
+/// written since the previous snapshot (the rest are holes), to be laid over its base.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SnapshotKind {
+    Full,
+    Diff,
+}
+
 /// Everything in a state file.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct MachineSnapshot {
+    pub kind: SnapshotKind,
     pub host: HostInfo,
     pub config: VmConfig,
     pub memory: Vec<MemoryRegionInfo>,
@@ -151,11 +172,13 @@ pub struct SnapshotInfo {
     pub millis: u128,
 }
 
-/// Writes a full snapshot of a paused VM. `progress(done, total)` is called as memory is written.
+/// Writes a snapshot of a paused VM. `progress(done, total)` is called as memory is written.
+/// With dirty-page tracking on, every snapshot also starts a new epoch for the next diff.
 pub fn create(
     vmm: &mut Vmm,
     state_path: &Path,
     mem_path: &Path,
+    kind: SnapshotKind,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<SnapshotInfo, PersistError> {
     let started = Instant::now();
@@ -173,9 +196,26 @@ pub fn create(
         .iter()
         .map(|slot| slot.transport.lock().unwrap_or_else(|e| e.into_inner()).save_state())
         .collect();
-    let (memory, mem_written) = write_memory(vmm.memory(), mem_path, progress)?;
+    let dirty = if vmm.dirty_tracking() {
+        Some(vmm.vm().take_dirty_pages(vmm.memory()).map_err(PersistError::VmState)?)
+    } else if kind == SnapshotKind::Diff {
+        return Err(PersistError::NoDirtyLog);
+    } else {
+        None
+    };
+    let select = match (kind, &dirty) {
+        (SnapshotKind::Diff, Some(d)) => Pages::Dirty(d),
+        _ => Pages::NonZero,
+    };
+    let (memory, mem_written) = write_memory(vmm.memory(), mem_path, select, progress)?;
+    if dirty.is_some() {
+        for region in vmm.memory().iter() {
+            region_bitmap(region).reset();
+        }
+    }
     let mem_bytes = memory.iter().map(|r| r.size).sum();
     let snap = MachineSnapshot {
+        kind,
         host: HostInfo::here(),
         config,
         memory,
@@ -198,10 +238,47 @@ const PAGE: usize = 4096;
 /// Memory is written in chunks of this size (progress granularity).
 const CHUNK: usize = 4 << 20;
 
-/// Writes guest RAM to `path` (atomically), leaving all-zero pages as holes.
+/// Which pages a memory file gets.
+enum Pages<'a> {
+    /// Every page that is not all zero (a full snapshot; holes read back as zero).
+    NonZero,
+    /// Pages KVM logged as written by the guest (per slot) or vm-memory's bitmap as written by
+    /// hearth's devices — zero or not (a diff snapshot; holes mean "as in the base").
+    Dirty(&'a [Vec<u64>]),
+}
+
+fn page_selected(
+    pages: &Pages<'_>,
+    slot: usize,
+    region: &GuestRegionMmap<AtomicBitmap>,
+    offset: usize,
+    page: &[u8],
+) -> bool {
+    match pages {
+        Pages::NonZero => page.iter().any(|&b| b != 0),
+        Pages::Dirty(kvm) => {
+            let index = offset / PAGE;
+            let by_guest = kvm
+                .get(slot)
+                .and_then(|words| words.get(index / 64))
+                .is_some_and(|w| w & (1 << (index % 64)) != 0);
+            by_guest || region_bitmap(region).is_addr_set(offset)
+        }
+    }
+}
+
+/// The dirty bitmap of one region (offsets within the region).
+fn region_bitmap(region: &GuestRegionMmap<AtomicBitmap>) -> &AtomicBitmap {
+    let mapping: &MmapRegion<AtomicBitmap> = region;
+    mapping.bitmap()
+}
+
+/// Writes guest RAM to `path` (atomically): the pages `pages` selects, at their offsets; the
+/// others are holes.
 fn write_memory(
-    mem: &GuestMemoryMmap,
+    mem: &GuestMemory,
     path: &Path,
+    pages: Pages<'_>,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<(Vec<MemoryRegionInfo>, u64), PersistError> {
     let shown = path.display().to_string();
@@ -216,7 +293,7 @@ fn write_memory(
     let mut done = 0u64;
     let mut written = 0u64;
     let mut buf = vec![0u8; CHUNK];
-    for region in mem.iter() {
+    for (slot, region) in mem.iter().enumerate() {
         regions.push(MemoryRegionInfo {
             guest_addr: region.start_addr().0,
             size: region.len(),
@@ -233,7 +310,7 @@ fn write_memory(
             slice.copy_to(chunk);
             let file = out.file();
             for (i, page) in chunk.chunks(PAGE).enumerate() {
-                if page.iter().any(|&b| b != 0) {
+                if page_selected(&pages, slot, region, pos + i * PAGE, page) {
                     let at = offset + (pos + i * PAGE) as u64;
                     file.seek(SeekFrom::Start(at)).map_err(err)?;
                     file.write_all(page).map_err(err)?;
@@ -258,8 +335,94 @@ pub fn load(state_path: &Path) -> Result<MachineSnapshot, PersistError> {
     Ok(snap)
 }
 
+/// Maps `base` (a full snapshot's memory file) privately at the saved guest addresses, then
+/// lays each diff memory file over it in order (their data extents; holes keep what is below).
+pub fn map_memory_with_diffs(
+    snap: &MachineSnapshot,
+    base: &Path,
+    diffs: &[PathBuf],
+    state_path: &Path,
+) -> Result<GuestMemory, PersistError> {
+    if snap.kind == SnapshotKind::Diff && diffs.is_empty() {
+        return Err(PersistError::DiffWithoutBase {
+            path: state_path.display().to_string(),
+        });
+    }
+    let mem = map_memory(snap, base)?;
+    for d in diffs {
+        apply_diff(&mem, snap, d)?;
+    }
+    Ok(mem)
+}
+
+/// Copies the data extents of a diff memory file into guest memory.
+fn apply_diff(mem: &GuestMemory, snap: &MachineSnapshot, path: &Path) -> Result<(), PersistError> {
+    use std::os::fd::AsRawFd;
+    let shown = path.display().to_string();
+    let err = |source| PersistError::DiffApply {
+        path: shown.clone(),
+        source,
+    };
+    let mut file = File::open(path).map_err(err)?;
+    let expected: u64 = snap.memory.iter().map(|r| r.size).sum();
+    let found = file.metadata().map_err(err)?.len();
+    if found != expected {
+        return Err(PersistError::MemorySize {
+            path: shown,
+            found,
+            expected,
+        });
+    }
+    let fd = file.as_raw_fd();
+    let mut pos: i64 = 0;
+    let end = i64::try_from(found).map_err(|_| PersistError::Layout)?;
+    let mut buf = vec![0u8; CHUNK];
+    while pos < end {
+        // SAFETY: lseek on an fd this function owns; no memory is passed.
+        let data = unsafe { libc::lseek(fd, pos, libc::SEEK_DATA) };
+        if data < 0 {
+            break; // ENXIO: no data after pos
+        }
+        // SAFETY: as above.
+        let hole = unsafe { libc::lseek(fd, data, libc::SEEK_HOLE) };
+        let hole = if hole < 0 { end } else { hole };
+        let mut at = u64::try_from(data).map_err(|_| PersistError::Layout)?;
+        let stop = u64::try_from(hole).map_err(|_| PersistError::Layout)?;
+        while at < stop {
+            let n = usize::try_from((stop - at).min(CHUNK as u64)).map_err(|_| PersistError::Layout)?;
+            file.seek(SeekFrom::Start(at)).map_err(err)?;
+            std::io::Read::read_exact(&mut file, &mut buf[..n]).map_err(err)?;
+            write_file_range(mem, snap, at, &buf[..n])?;
+            at += n as u64;
+        }
+        pos = hole;
+    }
+    Ok(())
+}
+
+/// Writes bytes found at memory-file offset `at` to the guest addresses they belong to.
+fn write_file_range(mem: &GuestMemory, snap: &MachineSnapshot, at: u64, bytes: &[u8]) -> Result<(), PersistError> {
+    use vm_memory::Bytes;
+    let mut done = 0usize;
+    while done < bytes.len() {
+        let off = at + done as u64;
+        let r = snap
+            .memory
+            .iter()
+            .find(|r| off >= r.file_offset && off < r.file_offset + r.size)
+            .ok_or(PersistError::Layout)?;
+        let in_region = usize::try_from(r.file_offset + r.size - off).unwrap_or(usize::MAX);
+        let n = in_region.min(bytes.len() - done);
+        let gpa = GuestAddress(r.guest_addr + (off - r.file_offset));
+        mem.write_slice(&bytes[done..done + n], gpa)
+            .map_err(|_| PersistError::Layout)?;
+        done += n;
+    }
+    Ok(())
+}
+
 /// Maps the memory file privately (copy-on-write) at the saved guest addresses.
-pub fn map_memory(snap: &MachineSnapshot, mem_path: &Path) -> Result<GuestMemoryMmap, PersistError> {
+pub fn map_memory(snap: &MachineSnapshot, mem_path: &Path) -> Result<GuestMemory, PersistError> {
     let shown = mem_path.display().to_string();
     let file = File::options()
         .read(true)
@@ -310,5 +473,5 @@ pub fn map_memory(snap: &MachineSnapshot, mem_path: &Path) -> Result<GuestMemory
         })?;
         regions.push(GuestRegionMmap::new(mapping, GuestAddress(r.guest_addr)).ok_or(PersistError::Layout)?);
     }
-    GuestMemoryMmap::from_regions(regions).map_err(|_| PersistError::Layout)
+    GuestMemory::from_regions(regions).map_err(|_| PersistError::Layout)
 }

@@ -15,7 +15,6 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use devices::legacy::SerialConsole;
-use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 use vmm_sys_util::signal::Killable;
@@ -24,6 +23,7 @@ use crate::config::VmConfig;
 use crate::console_input::{ConsoleInput, Typed};
 use crate::machine::DeviceHandles;
 use crate::vstate::exits::ExitStats;
+use crate::vstate::memory::GuestMemory;
 use crate::vstate::vcpu::{kick_signal, StopReason, Vcpu, VcpuChannels, VcpuReply, VcpuRequest};
 use crate::vstate::vcpu_state::VcpuState;
 use crate::vstate::vm::Vm;
@@ -101,7 +101,7 @@ pub trait Controller {
 /// Everything a VMM is started from (built by [`crate::Machine::start`]).
 pub struct VmmParts {
     pub vm: Vm,
-    pub memory: GuestMemoryMmap,
+    pub memory: GuestMemory,
     pub vcpus: Vec<Vcpu>,
     pub stop: Arc<AtomicBool>,
     /// Set while the VM is (to be) paused; vCPUs check it before every `KVM_RUN`.
@@ -112,12 +112,13 @@ pub struct VmmParts {
     pub handlers: Vec<Box<dyn EventHandler>>,
     pub devices: DeviceHandles,
     pub config: Option<VmConfig>,
+    pub dirty_log: bool,
 }
 
 pub struct Vmm {
     // The VM and its memory must outlive the vCPU threads.
     vm: Vm,
-    memory: GuestMemoryMmap,
+    memory: GuestMemory,
     threads: Vec<JoinHandle<()>>,
     stop: Arc<AtomicBool>,
     pause: Arc<AtomicBool>,
@@ -136,6 +137,7 @@ pub struct Vmm {
     handlers: Vec<Box<dyn EventHandler>>,
     devices: DeviceHandles,
     config: Option<VmConfig>,
+    dirty_log: bool,
 }
 
 const TOKEN_VCPU: u64 = 1;
@@ -160,6 +162,7 @@ impl Vmm {
             handlers,
             devices,
             config,
+            dirty_log,
         } = parts;
         let (tx, rx) = std::sync::mpsc::channel::<VcpuReport>();
         let (reply_tx, vcpu_replies) = std::sync::mpsc::channel();
@@ -210,6 +213,7 @@ impl Vmm {
             handlers,
             devices,
             config,
+            dirty_log,
         };
         if start_paused {
             vmm.wait_parked()?;
@@ -275,8 +279,13 @@ impl Vmm {
         &self.vm
     }
 
-    pub fn memory(&self) -> &GuestMemoryMmap {
+    pub fn memory(&self) -> &GuestMemory {
         &self.memory
+    }
+
+    /// Whether KVM logs the guest's writes (diff snapshots are possible).
+    pub fn dirty_tracking(&self) -> bool {
+        self.dirty_log
     }
 
     /// The devices a snapshot saves.

@@ -13,16 +13,17 @@ use common::{assemble, CODE_ADDR, MEM_SIZE};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryRegion};
 use vmm::arch::regs::EntryMode;
 use vmm::machine::VcpuStart;
+use vmm::vstate::memory::GuestMemory;
 use vmm::{ApStart, Machine, VmExit};
 
 const COUNTER: u64 = 0x30_2200; // VARS in guests/lib.inc
 
-fn count(m: &vm_memory::GuestMemoryMmap) -> u64 {
+fn count(m: &GuestMemory) -> u64 {
     m.read_obj::<u64>(GuestAddress(COUNTER)).unwrap()
 }
 
 /// Waits until the guest's count passes `above` (the guest is slow on PVM hosts).
-fn wait_past(m: &vm_memory::GuestMemoryMmap, above: u64) -> u64 {
+fn wait_past(m: &GuestMemory, above: u64) -> u64 {
     let start = Instant::now();
     loop {
         let c = count(m);
@@ -98,6 +99,47 @@ fn paused_guest_stands_still_and_restored_guest_counts_on() {
         after > paused_at,
         "restored guest continues from {paused_at}, got {after}"
     );
+    let summary = vmm.run(Some(Duration::from_millis(50)));
+    assert_eq!(summary.exit, VmExit::Timeout);
+}
+
+/// KVM's dirty-page log (diff snapshots) sees the page the guest writes, and only pages
+/// written since the last read.
+#[test]
+fn dirty_log_records_the_pages_the_guest_writes() {
+    let mut machine = Machine::new(1, MEM_SIZE).unwrap();
+    machine
+        .memory
+        .write_slice(&assemble("counter"), GuestAddress(CODE_ADDR))
+        .unwrap();
+    machine.enable_dirty_log().unwrap();
+    let entry = EntryMode::Long64 {
+        entry: CODE_ADDR,
+        zero_page: 0,
+    };
+    let mut vmm = machine.start(entry, ApStart::SameEntry, None).unwrap();
+    assert!(vmm.dirty_tracking());
+    wait_past(vmm.memory(), 100);
+    vmm.pause().unwrap();
+    let _ = vmm.vm().take_dirty_pages(vmm.memory()).unwrap(); // start a clean epoch
+    vmm.resume().unwrap();
+    let c = count(vmm.memory());
+    wait_past(vmm.memory(), c + 100);
+    vmm.pause().unwrap();
+    let dirty = vmm.vm().take_dirty_pages(vmm.memory()).unwrap();
+    let page = usize::try_from(COUNTER / 4096).unwrap();
+    let set: Vec<usize> = dirty[0]
+        .iter()
+        .enumerate()
+        .flat_map(|(w, bits)| (0..64).filter(move |b| bits & (1 << b) != 0).map(move |b| w * 64 + b))
+        .collect();
+    assert!(
+        set.contains(&page),
+        "counter page {page:#x} not in the dirty log {set:x?}"
+    );
+    assert!(set.len() < 16, "only the pages the guest wrote: {set:x?}");
+    let again = vmm.vm().take_dirty_pages(vmm.memory()).unwrap();
+    assert!(again[0].iter().all(|w| *w == 0), "reading the log clears it");
     let summary = vmm.run(Some(Duration::from_millis(50)));
     assert_eq!(summary.exit, VmExit::Timeout);
 }

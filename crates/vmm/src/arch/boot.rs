@@ -2,9 +2,10 @@
 //! Documentation/x86/zero-page.rst and boot.rst) or the PVH `hvm_start_info` with its memory
 //! map. Fields are written at their documented offsets, so no C struct layout is involved.
 
-use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+use vm_memory::{Bytes, GuestAddress};
 
 use super::layout::{e820_map, CMDLINE_ADDR, PVH_INFO_ADDR, PVH_MEMMAP_ADDR, PVH_MEMMAP_MAX, ZERO_PAGE_ADDR};
+use crate::vstate::memory::GuestMemory;
 
 /// Where the initrd was placed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -42,7 +43,7 @@ mod zp {
 }
 
 struct Writer<'a> {
-    mem: &'a GuestMemoryMmap,
+    mem: &'a GuestMemory,
     base: u64,
     what: &'static str,
 }
@@ -72,7 +73,7 @@ fn hi32(v: u64) -> u32 {
 /// Writes the zero page for the 64-bit boot protocol. `setup_header` is the kernel's own header
 /// (bzImage bytes from 0x1f1) when there is one; an ELF vmlinux has none and gets a minimal one.
 pub fn write_zero_page(
-    mem: &GuestMemoryMmap,
+    mem: &GuestMemory,
     mem_size: u64,
     setup_header: Option<&[u8]>,
     cmdline_len: usize,
@@ -124,7 +125,7 @@ pub const XEN_HVM_START_MAGIC: u32 = 0x336e_c578;
 
 /// Writes `hvm_start_info` (version 1) with the memory map and the initrd as module 0.
 pub fn write_pvh_start_info(
-    mem: &GuestMemoryMmap,
+    mem: &GuestMemory,
     mem_size: u64,
     initrd: Option<InitrdRange>,
 ) -> Result<u64, BootInfoError> {
@@ -177,8 +178,8 @@ mod tests {
     use super::*;
     use crate::arch::layout::{E820_RAM, HIMEM_START};
 
-    fn mem() -> GuestMemoryMmap {
-        GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 2 << 20)]).unwrap()
+    fn mem() -> GuestMemory {
+        GuestMemory::from_ranges(&[(GuestAddress(0), 2 << 20)]).unwrap()
     }
 
     #[test]

@@ -3,9 +3,10 @@
 //! the last KiB below 640 KiB, where Linux's `smp_scan_config()` looks for it; it points at
 //! the configuration table just below it, in a range the e820 map reserves.
 
-use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+use vm_memory::{Bytes, GuestAddress};
 
 use super::layout::{IOAPIC_ADDR, IOAPIC_PINS, LAPIC_ADDR, MP_CONFIG_ADDR, MP_FLOATING_ADDR};
+use crate::vstate::memory::GuestMemory;
 
 #[derive(Debug, thiserror::Error)]
 pub enum MpTableError {
@@ -95,7 +96,7 @@ pub fn build(ncpus: u8, table_addr: u32) -> Result<(Vec<u8>, Vec<u8>), MpTableEr
 }
 
 /// Writes the MP table for `ncpus` vCPUs.
-pub fn write(mem: &GuestMemoryMmap, ncpus: u8) -> Result<(), MpTableError> {
+pub fn write(mem: &GuestMemory, ncpus: u8) -> Result<(), MpTableError> {
     let (fp, table) = build(ncpus, MP_CONFIG_ADDR32)?;
     if MP_CONFIG_ADDR + table.len() as u64 > MP_FLOATING_ADDR {
         return Err(MpTableError::TooBig(table.len()));

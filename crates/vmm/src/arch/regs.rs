@@ -4,9 +4,10 @@
 //! xen/include/public/arch-x86/hvm/start_info.h).
 
 use kvm_bindings::{kvm_fpu, kvm_regs, kvm_segment, kvm_sregs};
-use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+use vm_memory::{Bytes, GuestAddress};
 
 use super::layout::{BOOT_STACK, GDT_ADDR, IDT_ADDR, PDPT_ADDR, PD_ADDR, PML4_ADDR};
+use crate::vstate::memory::GuestMemory;
 
 const X86_CR0_PE: u64 = 1 << 0;
 const X86_CR0_ET: u64 = 1 << 4;
@@ -84,7 +85,7 @@ pub struct WriteError {
     addr: u64,
 }
 
-fn write_u64s(mem: &GuestMemoryMmap, addr: u64, what: &'static str, vals: &[u64]) -> Result<(), WriteError> {
+fn write_u64s(mem: &GuestMemory, addr: u64, what: &'static str, vals: &[u64]) -> Result<(), WriteError> {
     for (i, v) in vals.iter().enumerate() {
         let a = addr + 8 * i as u64;
         mem.write_obj(*v, GuestAddress(a))
@@ -95,7 +96,7 @@ fn write_u64s(mem: &GuestMemoryMmap, addr: u64, what: &'static str, vals: &[u64]
 
 /// Writes the GDT/IDT (and, for long mode, identity-mapping page tables) and returns the
 /// special registers for `mode`, starting from the vCPU's current `sregs`.
-pub fn setup_sregs(mem: &GuestMemoryMmap, mode: EntryMode, mut sregs: kvm_sregs) -> Result<kvm_sregs, WriteError> {
+pub fn setup_sregs(mem: &GuestMemory, mode: EntryMode, mut sregs: kvm_sregs) -> Result<kvm_sregs, WriteError> {
     let gdt = match mode {
         EntryMode::Long64 { .. } => &GDT_LONG,
         EntryMode::Pvh { .. } => &GDT_PVH,
@@ -130,7 +131,7 @@ pub fn setup_sregs(mem: &GuestMemoryMmap, mode: EntryMode, mut sregs: kvm_sregs)
 
 /// Identity-maps the first 1 GiB with 2 MiB pages: enough for the kernel, the zero page, the
 /// command line and the initrd; Linux builds its own page tables right after entry.
-fn setup_page_tables(mem: &GuestMemoryMmap) -> Result<(), WriteError> {
+fn setup_page_tables(mem: &GuestMemory) -> Result<(), WriteError> {
     const PRESENT_RW: u64 = 0x3;
     const HUGE: u64 = 0x80;
     write_u64s(mem, PML4_ADDR, "PML4", &[PDPT_ADDR | PRESENT_RW])?;
@@ -192,7 +193,7 @@ mod tests {
 
     #[test]
     fn long_mode_sregs_and_page_tables() {
-        let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap();
+        let mem = GuestMemory::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap();
         let mode = EntryMode::Long64 {
             entry: 0x100_0000,
             zero_page: 0x7000,
@@ -210,7 +211,7 @@ mod tests {
 
     #[test]
     fn pvh_is_flat_protected_mode_without_paging() {
-        let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap();
+        let mem = GuestMemory::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap();
         let mode = EntryMode::Pvh {
             entry: 0x100_0000,
             start_info: 0x6000,

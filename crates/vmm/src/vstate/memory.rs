@@ -1,6 +1,10 @@
 //! Guest RAM: anonymous private mappings laid out around the 32-bit MMIO gap.
 
-use vm_memory::{GuestAddress, GuestMemoryMmap};
+use vm_memory::GuestAddress;
+
+/// Guest RAM as hearth maps it: vm-memory regions with a dirty bitmap that records every
+/// write hearth itself makes (device DMA), for diff snapshots (KVM logs the guest's own).
+pub type GuestMemory = virtio::Memory;
 
 use crate::arch::layout::ram_regions;
 
@@ -19,7 +23,7 @@ pub enum MemoryError {
 /// Smallest guest hearth builds: the boot structures live below 1 MiB.
 pub const MIN_MEM_SIZE: u64 = 1 << 20;
 
-pub fn create_guest_memory(mem_size: u64) -> Result<GuestMemoryMmap, MemoryError> {
+pub fn create_guest_memory(mem_size: u64) -> Result<GuestMemory, MemoryError> {
     if mem_size < MIN_MEM_SIZE {
         return Err(MemoryError::TooSmall(mem_size));
     }
@@ -27,7 +31,7 @@ pub fn create_guest_memory(mem_size: u64) -> Result<GuestMemoryMmap, MemoryError
         .into_iter()
         .map(|(base, size)| (GuestAddress(base), usize::try_from(size).unwrap_or(usize::MAX)))
         .collect();
-    GuestMemoryMmap::from_ranges(&ranges).map_err(|source| MemoryError::Map {
+    GuestMemory::from_ranges(&ranges).map_err(|source| MemoryError::Map {
         size: mem_size >> 20,
         source,
     })

@@ -1,7 +1,8 @@
 //! How much memory the VMM process uses beyond the guest's own RAM: process RSS versus the
 //! guest pages actually resident (mincore over each guest memory region).
 
-use vm_memory::{GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
+use crate::vstate::memory::GuestMemory;
+use vm_memory::{GuestMemoryBackend, GuestMemoryRegion};
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct MemoryUsage {
@@ -33,7 +34,7 @@ pub fn process_rss() -> u64 {
 }
 
 /// Bytes of guest RAM resident in host memory.
-pub fn guest_resident(memory: &GuestMemoryMmap) -> u64 {
+pub fn guest_resident(memory: &GuestMemory) -> u64 {
     let page = page_size();
     let mut total = 0;
     for region in memory.iter() {
@@ -49,7 +50,7 @@ pub fn guest_resident(memory: &GuestMemoryMmap) -> u64 {
     total
 }
 
-pub fn measure(memory: &GuestMemoryMmap) -> MemoryUsage {
+pub fn measure(memory: &GuestMemory) -> MemoryUsage {
     MemoryUsage {
         rss_bytes: process_rss(),
         guest_resident_bytes: guest_resident(memory),
@@ -64,7 +65,7 @@ mod tests {
 
     #[test]
     fn touched_guest_pages_become_resident() {
-        let m = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 64 << 20)]).unwrap();
+        let m = GuestMemory::from_ranges(&[(GuestAddress(0), 64 << 20)]).unwrap();
         let before = guest_resident(&m);
         for i in 0..256u64 {
             m.write_obj(1u8, GuestAddress(i * 4096)).unwrap();

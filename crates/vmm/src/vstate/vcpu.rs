@@ -13,13 +13,13 @@ use std::sync::{Arc, Mutex, OnceLock};
 use bus::{Bus, Dispatch};
 use kvm_bindings::{kvm_mp_state, Msrs, KVM_MAX_CPUID_ENTRIES, KVM_MP_STATE_RUNNABLE};
 use kvm_ioctls::{Kvm, VcpuExit, VcpuFd};
-use vm_memory::GuestMemoryMmap;
 
 use super::exits::{ExitKind, ExitStats};
 use super::vcpu_state::{StateCaps, VcpuState, VcpuStateError};
 use super::vm::Vm;
 use crate::arch::{cpuid, msr, regs};
 use crate::host::HostProfile;
+use crate::vstate::memory::GuestMemory;
 
 /// Real-time signal used to kick a vCPU thread out of `KVM_RUN`.
 pub fn kick_signal() -> i32 {
@@ -191,7 +191,7 @@ impl Vcpu {
 
     /// Puts the vCPU at the kernel entry point in `mode` (the boot processor; application
     /// processors wait for INIT/SIPI from the guest, as on real hardware).
-    pub fn set_boot_state(&self, mem: &GuestMemoryMmap, mode: regs::EntryMode) -> Result<(), VcpuError> {
+    pub fn set_boot_state(&self, mem: &GuestMemory, mode: regs::EntryMode) -> Result<(), VcpuError> {
         let id = self.id;
         let setup = |what| move |source| VcpuError::Setup { id, what, source };
         let sregs = self.fd.get_sregs().map_err(setup("read special registers"))?;

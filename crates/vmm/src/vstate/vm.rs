@@ -2,14 +2,15 @@
 
 use kvm_bindings::{
     kvm_clock_data, kvm_irqchip, kvm_pit_config, kvm_pit_state2, kvm_userspace_memory_region, KVM_IRQCHIP_IOAPIC,
-    KVM_IRQCHIP_PIC_MASTER, KVM_IRQCHIP_PIC_SLAVE, KVM_PIT_SPEAKER_DUMMY,
+    KVM_IRQCHIP_PIC_MASTER, KVM_IRQCHIP_PIC_SLAVE, KVM_MEM_LOG_DIRTY_PAGES, KVM_PIT_SPEAKER_DUMMY,
 };
 use kvm_ioctls::{Kvm, VmFd};
 use serde::{Deserialize, Serialize};
-use vm_memory::{GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
+use vm_memory::{GuestMemoryBackend, GuestMemoryRegion};
 use vmm_sys_util::eventfd::EventFd;
 
 use crate::arch::layout::{KVM_IDENTITY_MAP_ADDR, KVM_TSS_ADDR};
+use crate::vstate::memory::GuestMemory;
 
 #[derive(Debug, thiserror::Error)]
 pub enum VmError {
@@ -93,7 +94,7 @@ pub struct Vm {
 
 impl Vm {
     /// Creates a VM with `memory` registered, an in-kernel IOAPIC/PIC/LAPIC and PIT.
-    pub fn new(kvm: &Kvm, memory: &GuestMemoryMmap) -> Result<Self, VmError> {
+    pub fn new(kvm: &Kvm, memory: &GuestMemory) -> Result<Self, VmError> {
         let fd = kvm.create_vm().map_err(VmError::CreateVm)?;
         fd.set_tss_address(usize::try_from(KVM_TSS_ADDR).unwrap_or(usize::MAX))
             .map_err(setup("the TSS address"))?;
@@ -110,12 +111,37 @@ impl Vm {
         Ok(vm)
     }
 
-    fn register_memory(&self, memory: &GuestMemoryMmap) -> Result<(), VmError> {
+    fn register_memory(&self, memory: &GuestMemory) -> Result<(), VmError> {
+        self.set_memory_slots(memory, 0)
+    }
+
+    /// Turns KVM's dirty-page log on for every memory slot (diff snapshots need it). The first
+    /// write the guest makes to each page after every [`Vm::take_dirty_pages`] then costs a
+    /// fault, so it is off unless asked for.
+    pub fn enable_dirty_log(&self, memory: &GuestMemory) -> Result<(), VmError> {
+        self.set_memory_slots(memory, KVM_MEM_LOG_DIRTY_PAGES)
+    }
+
+    /// The pages the guest wrote since the last call, per memory slot (one bit per 4 KiB page,
+    /// in u64 words); reading clears KVM's log.
+    pub fn take_dirty_pages(&self, memory: &GuestMemory) -> Result<Vec<Vec<u64>>, VmError> {
+        (0u32..)
+            .zip(memory.iter())
+            .map(|(slot, region)| {
+                let size = usize::try_from(region.len()).unwrap_or(usize::MAX);
+                self.fd
+                    .get_dirty_log(slot, size)
+                    .map_err(setup("reading the dirty-page log"))
+            })
+            .collect()
+    }
+
+    fn set_memory_slots(&self, memory: &GuestMemory, flags: u32) -> Result<(), VmError> {
         for (slot, region) in (0u32..).zip(memory.iter()) {
             let addr = region.start_addr().0;
             let mr = kvm_userspace_memory_region {
                 slot,
-                flags: 0,
+                flags,
                 guest_phys_addr: addr,
                 memory_size: region.len(),
                 userspace_addr: region.as_ptr() as u64,
