@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use devices::legacy::serial::SerialSnapshot;
 use devices::legacy::{i8042, serial, SerialConsole, I8042};
 use devices::virtio::net::Tap;
-use devices::virtio::{Block, Net, Rng};
+use devices::virtio::{Block, Net, Rng, Vsock};
 use devices::EventFdTrigger;
 use virtio::{MmioTransport, TransportState, VirtioDevice, VirtioInterrupt, MMIO_LEN, NOTIFY_OFFSET};
 use vm_memory::GuestMemoryMmap;
@@ -56,6 +56,8 @@ pub enum BuildError {
     },
     #[error(transparent)]
     Net(#[from] devices::virtio::net::NetError),
+    #[error(transparent)]
+    Vsock(#[from] devices::virtio::vsock::VsockError),
     #[error("too many virtio devices: interrupt lines {first}..{last} are all taken")]
     TooManyDevices { first: u32, last: u32 },
     #[error("cannot restore the snapshot: {0}")]
@@ -188,9 +190,10 @@ fn with_kernel_args(cmdline: &str, args: &[String]) -> String {
     }
 }
 
-/// Creates the virtio devices the config asks for (drives in order, the entropy device, then
-/// the network interface), puts each on the MMIO bus — in the state `saved` gives, when
-/// restoring a snapshot — and returns the kernel command-line entries that announce them.
+/// Creates the virtio devices the config asks for (drives in order, the entropy device, the
+/// network interface, then the vsock device), puts each on the MMIO bus — in the state `saved`
+/// gives, when restoring a snapshot — and returns the kernel command-line entries that announce
+/// them.
 fn attach_virtio_devices(
     machine: &mut Machine,
     config: &VmConfig,
@@ -210,6 +213,12 @@ fn attach_virtio_devices(
             machine.add_event_handler(Box::new(NetBackendReady { fd, dev: net.clone() }));
         }
         devices.push(net);
+    }
+    if let Some(v) = &config.vsock {
+        let vsock = Arc::new(Mutex::new(Vsock::new(v.cid, &v.uds)?));
+        let fd = vsock.lock().unwrap_or_else(|e| e.into_inner()).backend_fd();
+        machine.add_event_handler(Box::new(VsockBackendReady { fd, dev: vsock.clone() }));
+        devices.push(vsock);
     }
     if let Some(saved) = saved {
         if saved.len() != devices.len() {
@@ -266,6 +275,23 @@ struct NetBackendReady {
 }
 
 impl EventHandler for NetBackendReady {
+    fn fd(&self) -> RawFd {
+        self.fd
+    }
+    fn on_readable(&mut self) {
+        self.dev.lock().unwrap_or_else(|e| e.into_inner()).backend_event();
+    }
+}
+
+/// Moves vsock data when one of the device's host sockets has news (the fd is the device's
+/// own epoll holding its listener and connection sockets).
+struct VsockBackendReady {
+    /// Owned by the device, which this handler keeps alive.
+    fd: RawFd,
+    dev: Arc<Mutex<Vsock>>,
+}
+
+impl EventHandler for VsockBackendReady {
     fn fd(&self) -> RawFd {
         self.fd
     }

@@ -27,6 +27,16 @@ pub struct VmConfig {
     pub rng: bool,
     /// A virtio-net interface on a host tap device.
     pub net: Option<NetConfig>,
+    /// A virtio-vsock device with a Unix-socket host side.
+    pub vsock: Option<VsockConfig>,
+}
+
+/// The virtio-vsock device: the guest's CID and the Unix socket host programs connect to
+/// (guest connections to host port P go to `<uds>_<P>`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VsockConfig {
+    pub cid: u64,
+    pub uds: PathBuf,
 }
 
 /// One virtio-net interface backed by a host tap device.
