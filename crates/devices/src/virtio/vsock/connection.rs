@@ -170,7 +170,7 @@ impl Connection {
 /// complete yet; `Err`: malformed, too long, or the client went away.
 pub fn read_connect_line(mut stream: &UnixStream) -> io::Result<Option<u32>> {
     let mut buf = [0u8; MAX_LINE];
-    let n = peek(&stream, &mut buf)?;
+    let n = peek(stream, &mut buf)?;
     let Some(n) = n else {
         return Ok(None);
     };
@@ -233,3 +233,7 @@ fn peek(stream: &UnixStream, buf: &mut [u8]) -> io::Result<Option<usize>> {
         _ => Err(e),
     }
 }
+
+#[cfg(test)]
+#[path = "connection_tests.rs"]
+mod tests;

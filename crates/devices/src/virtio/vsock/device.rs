@@ -243,3 +243,7 @@ impl VirtioDevice for Vsock {
         self.common.reset();
     }
 }
+
+#[cfg(test)]
+#[path = "device_tests.rs"]
+mod tests;

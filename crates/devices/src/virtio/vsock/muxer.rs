@@ -264,7 +264,7 @@ impl Muxer {
 
     fn socket_event(&mut self, token: u64, set: EventSet, active: bool) {
         if token == LISTENER {
-            return self.accept_all();
+            return self.accept_all(active);
         }
         if self.clients.contains_key(&token) {
             return self.client_line(token, active);
@@ -282,7 +282,7 @@ impl Muxer {
         }
     }
 
-    fn accept_all(&mut self) {
+    fn accept_all(&mut self, active: bool) {
         loop {
             let stream = match self.listener.accept() {
                 Ok((s, _)) => s,
@@ -296,6 +296,8 @@ impl Muxer {
             let token = self.token();
             if watch(&self.epoll, &stream, token).is_ok() {
                 self.clients.insert(token, stream);
+                // The line may be there already.
+                self.client_line(token, active);
             }
         }
     }
@@ -443,9 +445,9 @@ fn connect_nonblocking(path: &Path) -> io::Result<UnixStream> {
     if bytes.len() >= addr.sun_path.len() {
         return Err(io::Error::new(io::ErrorKind::InvalidInput, "socket path too long"));
     }
-    addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    addr.sun_family = libc::sa_family_t::try_from(libc::AF_UNIX).unwrap_or(1);
     for (d, s) in addr.sun_path.iter_mut().zip(bytes) {
-        *d = *s as libc::c_char;
+        *d = libc::c_char::from_ne_bytes([*s]);
     }
     // SAFETY: socket(2) with constant arguments; the result is checked.
     let fd = unsafe {
@@ -460,7 +462,7 @@ fn connect_nonblocking(path: &Path) -> io::Result<UnixStream> {
     }
     // SAFETY: `fd` is a fresh socket nobody else owns; the stream closes it.
     let stream = unsafe { UnixStream::from_raw_fd(fd) };
-    let len = std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t;
+    let len = libc::socklen_t::try_from(std::mem::size_of::<libc::sockaddr_un>()).unwrap_or(0);
     // SAFETY: `addr` is a valid sockaddr_un of `len` bytes that outlives the call.
     let r = unsafe { libc::connect(fd, std::ptr::addr_of!(addr).cast(), len) };
     if r < 0 {
@@ -468,3 +470,7 @@ fn connect_nonblocking(path: &Path) -> io::Result<UnixStream> {
     }
     Ok(stream)
 }
+
+#[cfg(test)]
+#[path = "muxer_tests.rs"]
+mod tests;

@@ -195,3 +195,7 @@ pub fn write_packet(mem: &Memory, descs: &[Descriptor], hdr: &Header, payload: &
     }
     u32::try_from(HDR_LEN + payload.len()).ok()
 }
+
+#[cfg(test)]
+#[path = "packet_tests.rs"]
+mod tests;
