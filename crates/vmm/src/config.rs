@@ -33,7 +33,7 @@ pub struct VmConfig {
 
 /// The virtio-vsock device: the guest's CID and the Unix socket host programs connect to
 /// (guest connections to host port P go to `<uds>_<P>`).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VsockConfig {
     pub cid: u64,
     pub uds: PathBuf,
