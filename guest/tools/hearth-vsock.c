@@ -30,10 +30,20 @@ struct sockaddr_vm {
 };
 
 static char buf[65536];
+/* Console lines are written whole, so processes sharing the console do not interleave. */
+static char line_buf[512];
+static unsigned long line_len;
 
 static void out(const char *s)
 {
-	write(1, s, strlen(s));
+	while (*s) {
+		if (line_len < sizeof(line_buf))
+			line_buf[line_len++] = *s;
+		if (*s++ == '\n' || line_len == sizeof(line_buf)) {
+			write(1, line_buf, line_len);
+			line_len = 0;
+		}
+	}
 }
 
 static void out_num(unsigned long n)
