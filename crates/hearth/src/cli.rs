@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use vmm::config::{DriveConfig, NetConfig, DEFAULT_CMDLINE};
+use vmm::config::{DriveConfig, NetConfig, VsockConfig, DEFAULT_CMDLINE};
 use vmm::controller::full_config_from;
 use vmm::loader::BootProtocol;
 use vmm::VmConfig;
@@ -151,6 +151,11 @@ pub struct RunArgs {
     /// The MAC defaults to a locally administered one derived from NAME.
     #[arg(long, value_name = "SPEC")]
     pub net: Option<String>,
+    /// A virtio-vsock device: cid=N,uds=PATH (CID 3 or more). Host programs reach guest port P
+    /// by connecting to PATH and sending "CONNECT P\n"; guest connections to CID 2 port P go
+    /// to the Unix socket PATH_P.
+    #[arg(long, value_name = "SPEC")]
+    pub vsock: Option<String>,
     /// Stop the VM after this many seconds (exit code 5).
     #[arg(long, value_name = "SECS")]
     pub timeout: Option<f64>,
@@ -258,6 +263,7 @@ fn resolve(args: &RunArgs) -> Result<VmConfig, CliError> {
         rng: args.rng,
         net: args.net.as_deref().map(parse_net).transpose()?,
         track_dirty_pages: args.track_dirty_pages,
+        vsock: args.vsock.as_deref().map(parse_vsock).transpose()?,
     })
 }
 
@@ -310,6 +316,25 @@ fn parse_net(spec: &str) -> Result<NetConfig, CliError> {
     let tap = tap.ok_or_else(|| bad("no tap".into()))?;
     let mac = mac.unwrap_or_else(|| vmm::config::default_mac(&tap));
     Ok(NetConfig { tap, mac })
+}
+
+/// Parses `cid=N,uds=PATH` (--vsock).
+fn parse_vsock(spec: &str) -> Result<VsockConfig, CliError> {
+    let bad = |why: String| CliError(format!("--vsock '{spec}': {why} (expected cid=N,uds=PATH)"));
+    let (mut cid, mut uds) = (None, None);
+    for part in spec.split(',') {
+        match part.split_once('=') {
+            Some(("cid", c)) => match c.parse::<u64>() {
+                Ok(n) if (3..u64::from(u32::MAX)).contains(&n) => cid = Some(n),
+                _ => return Err(bad(format!("CID '{c}' must be a number from 3 to 4294967294"))),
+            },
+            Some(("uds", p)) if !p.is_empty() => uds = Some(PathBuf::from(p)),
+            _ => return Err(bad(format!("unknown or empty option '{part}'"))),
+        }
+    }
+    let cid = cid.ok_or_else(|| bad("no cid".into()))?;
+    let uds = uds.ok_or_else(|| bad("no uds".into()))?;
+    Ok(VsockConfig { cid, uds })
 }
 
 /// `aa:bb:cc:dd:ee:ff`, unicast (the low bit of the first byte clear).
@@ -390,6 +415,26 @@ mod tests {
         ] {
             let e = parse_drive(bad, 0).unwrap_err().to_string();
             assert!(e.starts_with(&format!("--drive '{bad}'")), "{e}");
+        }
+    }
+
+    #[test]
+    fn vsock_specs() {
+        let v = parse_vsock("cid=3,uds=/tmp/v.sock").unwrap();
+        assert_eq!((v.cid, v.uds), (3, PathBuf::from("/tmp/v.sock")));
+        assert_eq!(parse_vsock("uds=/x,cid=4294967294").unwrap().cid, 4_294_967_294);
+        for bad in [
+            "",
+            "cid=3",
+            "uds=/x",
+            "cid=2,uds=/x",
+            "cid=x,uds=/x",
+            "cid=4294967295,uds=/x",
+            "cid=3,uds=",
+            "cid=3,uds=/x,y",
+        ] {
+            let e = parse_vsock(bad).unwrap_err().to_string();
+            assert!(e.starts_with(&format!("--vsock '{bad}'")), "{e}");
         }
     }
 

@@ -97,6 +97,14 @@ impl DeviceCommon {
         self.broken
     }
 
+    /// Back to the state before the driver found the device (what [`VirtioDevice::reset`]
+    /// does by default; devices that override it call this too).
+    pub fn reset(&mut self) {
+        self.active = None;
+        self.acked_features = 0;
+        self.broken = false;
+    }
+
     /// The queue loop every device runs on a kick: takes each available chain off queue
     /// `index` (checked, into `descs`, reused between calls), lets `request` serve it and
     /// return how many bytes it wrote for the driver, puts it on the used ring, and raises one
@@ -185,6 +193,11 @@ pub trait VirtioDevice: Send {
         }
     }
 
+    /// Called once a restored device is back in its saved state (and active if it was): a
+    /// device whose backend state could not be saved tells the driver here (e.g. vsock's
+    /// TRANSPORT_RESET: the host-side connections are gone).
+    fn on_restored(&mut self) {}
+
     /// The driver kicked queue `index`: process what it made available.
     fn process_queue(&mut self, index: usize);
 
@@ -205,10 +218,7 @@ pub trait VirtioDevice: Send {
 
     /// Device reset (status 0): back to the state before the driver found it.
     fn reset(&mut self) {
-        let c = self.common_mut();
-        c.active = None;
-        c.acked_features = 0;
-        c.broken = false;
+        self.common_mut().reset();
     }
 
     fn device_type(&self) -> u32 {

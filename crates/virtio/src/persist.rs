@@ -190,6 +190,8 @@ impl MmioTransport {
         }
         if s.broken {
             dev.common_mut().set_broken();
+        } else {
+            dev.on_restored();
         }
         Ok(())
     }

@@ -12,7 +12,7 @@ use devices::legacy::serial::SerialSnapshot;
 use devices::legacy::{i8042, serial, SerialConsole, I8042};
 use devices::rate_limiter::{Limits, MonotonicClock};
 use devices::virtio::net::Tap;
-use devices::virtio::{Block, Net, Rng};
+use devices::virtio::{Block, Net, Rng, Vsock};
 use devices::EventFdTrigger;
 use virtio::{MmioTransport, TransportState, VirtioDevice, VirtioInterrupt, MMIO_LEN, NOTIFY_OFFSET};
 use vmm_sys_util::eventfd::EventFd;
@@ -57,6 +57,8 @@ pub enum BuildError {
     },
     #[error(transparent)]
     Net(#[from] devices::virtio::net::NetError),
+    #[error(transparent)]
+    Vsock(#[from] devices::virtio::vsock::VsockError),
     #[error("too many virtio devices: interrupt lines {first}..{last} are all taken")]
     TooManyDevices { first: u32, last: u32 },
     #[error("cannot restore the snapshot: {0}")]
@@ -195,9 +197,10 @@ fn with_kernel_args(cmdline: &str, args: &[String]) -> String {
     }
 }
 
-/// Creates the virtio devices the config asks for (drives in order, the entropy device, then
-/// the network interface), puts each on the MMIO bus — in the state `saved` gives, when
-/// restoring a snapshot — and returns the kernel command-line entries that announce them.
+/// Creates the virtio devices the config asks for (drives in order, the entropy device, the
+/// network interface, then the vsock device), puts each on the MMIO bus — in the state `saved`
+/// gives, when restoring a snapshot — and returns the kernel command-line entries that announce
+/// them.
 fn attach_virtio_devices(
     machine: &mut Machine,
     config: &VmConfig,
@@ -222,6 +225,12 @@ fn attach_virtio_devices(
             machine.add_event_handler(Box::new(NetBackendReady { fd, dev: net.clone() }));
         }
         devices.push(net);
+    }
+    if let Some(v) = &config.vsock {
+        let vsock = Arc::new(Mutex::new(Vsock::new(v.cid, &v.uds)?));
+        let fd = vsock.lock().unwrap_or_else(|e| e.into_inner()).backend_fd();
+        machine.add_event_handler(Box::new(VsockBackendReady { fd, dev: vsock.clone() }));
+        devices.push(vsock);
     }
     if let Some(saved) = saved {
         if saved.len() != devices.len() {
@@ -306,6 +315,23 @@ struct NetBackendReady {
 }
 
 impl EventHandler for NetBackendReady {
+    fn fd(&self) -> RawFd {
+        self.fd
+    }
+    fn on_readable(&mut self) {
+        self.dev.lock().unwrap_or_else(|e| e.into_inner()).backend_event();
+    }
+}
+
+/// Moves vsock data when one of the device's host sockets has news (the fd is the device's
+/// own epoll holding its listener and connection sockets).
+struct VsockBackendReady {
+    /// Owned by the device, which this handler keeps alive.
+    fd: RawFd,
+    dev: Arc<Mutex<Vsock>>,
+}
+
+impl EventHandler for VsockBackendReady {
     fn fd(&self) -> RawFd {
         self.fd
     }

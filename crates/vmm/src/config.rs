@@ -30,6 +30,16 @@ pub struct VmConfig {
     /// KVM logs the guest's writes so that diff snapshots can be taken.
     #[serde(default)]
     pub track_dirty_pages: bool,
+    /// A virtio-vsock device with a Unix-socket host side.
+    pub vsock: Option<VsockConfig>,
+}
+
+/// The virtio-vsock device: the guest's CID and the Unix socket host programs connect to
+/// (guest connections to host port P go to `<uds>_<P>`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VsockConfig {
+    pub cid: u64,
+    pub uds: PathBuf,
 }
 
 /// One virtio-net interface backed by a host tap device.

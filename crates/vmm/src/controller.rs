@@ -17,7 +17,7 @@ use api::models::vm_config::FullVmConfig;
 use api::{ApiFault, ApiReply, ApiRequest, ApiServer, Backend};
 
 use crate::builder::{build_linux, restore_linux, ConsoleIo};
-use crate::config::{default_mac, DriveConfig, NetConfig, VmConfig, DEFAULT_CMDLINE};
+use crate::config::{default_mac, DriveConfig, NetConfig, VmConfig, VsockConfig, DEFAULT_CMDLINE};
 use crate::loader::BootProtocol;
 use crate::persist;
 use crate::vmm::{Controller, VmExit, Vmm};
@@ -89,9 +89,6 @@ pub fn vm_config_from(full: &FullVmConfig) -> Result<VmConfig, ApiFault> {
     if full.mmds_config.is_some() {
         return Err(not_yet("MMDS"));
     }
-    if full.vsock.is_some() {
-        return Err(not_yet("vsock through the API"));
-    }
     if full.balloon.is_some() {
         return Err(not_yet("the balloon through the API"));
     }
@@ -144,6 +141,10 @@ pub fn vm_config_from(full: &FullVmConfig) -> Result<VmConfig, ApiFault> {
         rng: full.entropy.is_some(),
         net,
         track_dirty_pages: mc.track_dirty_pages,
+        vsock: full.vsock.as_ref().map(|v| VsockConfig {
+            cid: u64::from(v.guest_cid),
+            uds: PathBuf::from(&v.uds_path),
+        }),
     })
 }
 
@@ -194,6 +195,11 @@ pub fn full_config_from(c: &VmConfig) -> FullVmConfig {
             })
             .collect(),
         entropy: c.rng.then(Default::default),
+        vsock: c.vsock.as_ref().map(|v| api::models::vsock::Vsock {
+            guest_cid: u32::try_from(v.cid).unwrap_or(u32::MAX),
+            uds_path: v.uds.display().to_string(),
+            vsock_id: None,
+        }),
         ..FullVmConfig::default()
     }
 }
@@ -249,6 +255,12 @@ impl PreBoot {
         };
         let vmm = restore(&paths, io, !p.resume_vm, |snap| {
             snap.config.track_dirty_pages |= track;
+            if let Some(o) = &p.vsock_override {
+                match &mut snap.config.vsock {
+                    Some(v) => v.uds = PathBuf::from(&o.uds_path),
+                    None => return Err("vsock override: the snapshot has no vsock device".into()),
+                }
+            }
             for o in &p.network_overrides {
                 match &mut snap.config.net {
                     Some(n) => n.tap = o.host_dev_name.clone(),
@@ -367,7 +379,10 @@ impl Backend for PreBoot {
                 c.entropy = Some(e);
                 Ok(ApiReply::NoContent)
             }
-            ApiRequest::PutVsock(_) => Err(not_yet("vsock through the API")),
+            ApiRequest::PutVsock(v) => {
+                c.vsock = Some(v);
+                Ok(ApiReply::NoContent)
+            }
             ApiRequest::PutBalloon(_) => Err(not_yet("the balloon through the API")),
             ApiRequest::GetBalloon | ApiRequest::GetBalloonStatistics => Err(bad("No balloon device is configured.")),
             ApiRequest::PatchBalloon(_) | ApiRequest::PatchBalloonStatistics(_) => Err(before_boot()),

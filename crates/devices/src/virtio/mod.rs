@@ -4,10 +4,12 @@
 pub mod block;
 pub mod net;
 pub mod rng;
+pub mod vsock;
 
 pub use block::Block;
 pub use net::Net;
 pub use rng::Rng;
+pub use vsock::Vsock;
 
 /// Guest memory as the device models see it.
 pub(crate) type Memory = ::virtio::Memory;
