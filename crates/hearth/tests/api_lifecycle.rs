@@ -1,0 +1,202 @@
+//! The Firecracker way of running hearth, end to end over the API socket with a real guest:
+//! `hearth --api-sock S` waits for configuration, PUTs set it up, InstanceStart boots, the VM is
+//! paused and resumed, bad requests get 4xx while the guest keeps running, and the guest's own
+//! poweroff ends hearth with exit code 0.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::{channel, Receiver};
+use std::time::{Duration, Instant};
+
+use api::client::ApiClient;
+
+const WAIT: Duration = Duration::from_secs(900);
+
+struct Hearth(Child);
+impl Drop for Hearth {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn call(sock: &Path, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
+    let mut c = ApiClient::connect(sock).unwrap();
+    let r = c.request(method, path, body).unwrap();
+    (r.status, r.body)
+}
+
+fn expect(sock: &Path, method: &str, path: &str, body: Option<&str>, status: u16) -> String {
+    let (code, reply) = call(sock, method, path, body);
+    assert_eq!(code, status, "{method} {path} {body:?} -> {reply}");
+    reply
+}
+
+fn wait_line(lines: &Receiver<String>, seen: &mut Vec<String>, want: &str) {
+    let start = Instant::now();
+    while start.elapsed() < WAIT {
+        if let Ok(l) = lines.recv_timeout(Duration::from_millis(200)) {
+            let hit = l.contains(want);
+            seen.push(l);
+            if hit {
+                return;
+            }
+        }
+    }
+    panic!("no '{want}' on the console within {WAIT:?}:\n{}", seen.join("\n"));
+}
+
+#[test]
+fn configure_boot_pause_resume_and_power_off_over_the_api() {
+    let guest = common::built_guest_dir();
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("lifecycle-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let sock = dir.join("api.sock");
+    let disk = dir.join("disk.img");
+    std::fs::write(&disk, b"lifecycle-disk\n".repeat(4096)).unwrap();
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hearth"))
+        .arg("--api-sock")
+        .arg(&sock)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let out = child.stdout.take().unwrap();
+    let mut hearth = Hearth(child);
+    let (tx, lines) = channel();
+    std::thread::spawn(move || {
+        for l in BufReader::new(out).lines() {
+            let Ok(l) = l else { break };
+            if tx.send(l).is_err() {
+                break;
+            }
+        }
+    });
+    let start = Instant::now();
+    while !sock.exists() {
+        assert!(start.elapsed() < Duration::from_secs(30), "no API socket");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    // Before boot.
+    assert!(expect(&sock, "GET", "/", None, 200).contains("Not started"));
+    expect(&sock, "PATCH", "/vm", Some(r#"{"state": "Paused"}"#), 400);
+    expect(
+        &sock,
+        "PUT",
+        "/actions",
+        Some(r#"{"action_type": "InstanceStart"}"#),
+        400,
+    ); // no boot source
+    expect(
+        &sock,
+        "PUT",
+        "/machine-config",
+        Some(r#"{"vcpu_count": 1, "mem_size_mib": 128}"#),
+        204,
+    );
+    expect(
+        &sock,
+        "PUT",
+        "/machine-config",
+        Some(r#"{"vcpu_count": "one", "mem_size_mib": 128}"#),
+        400,
+    );
+    let script = "echo lifecycle-ready; head -c 15 /dev/vda; read x; echo got-$x";
+    let boot = serde_json::json!({
+        "kernel_image_path": guest.join("vmlinux"),
+        "initrd_path": guest.join("initramfs.cpio"),
+        "boot_args": format!("console=ttyS0 reboot=k panic=-1 -- /bin/sh -c \"{script}\""),
+    })
+    .to_string();
+    expect(&sock, "PUT", "/boot-source", Some(&boot), 204);
+    let drive = serde_json::json!({
+        "drive_id": "data", "path_on_host": disk, "is_root_device": false, "is_read_only": true,
+    })
+    .to_string();
+    expect(&sock, "PUT", "/drives/data", Some(&drive), 204);
+    expect(&sock, "PUT", "/drives/other", Some(&drive), 400); // path id != body id
+    expect(&sock, "PUT", "/entropy", Some("{}"), 204);
+    let config = expect(&sock, "GET", "/vm/config", None, 200);
+    assert!(config.contains("\"data\"") && config.contains("vmlinux"), "{config}");
+
+    // Boot.
+    expect(
+        &sock,
+        "PUT",
+        "/actions",
+        Some(r#"{"action_type": "InstanceStart"}"#),
+        204,
+    );
+    assert!(expect(&sock, "GET", "/", None, 200).contains("Running"));
+    expect(
+        &sock,
+        "PUT",
+        "/actions",
+        Some(r#"{"action_type": "InstanceStart"}"#),
+        400,
+    );
+    expect(
+        &sock,
+        "PUT",
+        "/machine-config",
+        Some(r#"{"vcpu_count": 2, "mem_size_mib": 128}"#),
+        400,
+    );
+    expect(&sock, "PUT", "/drives/data", Some(&drive), 400);
+    let mut seen = Vec::new();
+    wait_line(&lines, &mut seen, "lifecycle-ready");
+    wait_line(&lines, &mut seen, "lifecycle-disk");
+
+    // Pause and resume.
+    expect(&sock, "PATCH", "/vm", Some(r#"{"state": "Paused"}"#), 204);
+    assert!(expect(&sock, "GET", "/", None, 200).contains("Paused"));
+    expect(&sock, "PATCH", "/vm", Some(r#"{"state": "Resumed"}"#), 204);
+    assert!(expect(&sock, "GET", "/", None, 200).contains("Running"));
+
+    // Bad input while running: each gets its 4xx, the VM is not disturbed.
+    expect(&sock, "PATCH", "/vm", Some(r#"{"state": "#), 400);
+    expect(&sock, "PATCH", "/vm", Some(r#"{"state": "Paused", "extra": 1}"#), 400);
+    expect(&sock, "GET", "/no/such/path", None, 400);
+    // A client that sends half a request and goes quiet, and many at once.
+    let mut slow = UnixStream::connect(&sock).unwrap();
+    slow.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n").unwrap();
+    let parallel: Vec<_> = (0..32)
+        .map(|_| {
+            let s = sock.clone();
+            std::thread::spawn(move || call(&s, "GET", "/machine-config", None).0)
+        })
+        .collect();
+    for t in parallel {
+        assert_eq!(t.join().unwrap(), 200);
+    }
+    assert!(expect(&sock, "GET", "/", None, 200).contains("Running"));
+    drop(slow);
+
+    // The guest is alive and reads its console; its poweroff ends hearth cleanly.
+    stdin.write_all(b"bye\n").unwrap();
+    wait_line(&lines, &mut seen, "got-bye");
+    let start = Instant::now();
+    let status = loop {
+        if let Some(st) = hearth.0.try_wait().unwrap() {
+            break st;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "hearth did not exit after the guest powered off"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(status.code(), Some(0));
+    assert!(!sock.exists(), "hearth removes its API socket");
+    let _ = std::fs::remove_dir_all(&dir);
+}
