@@ -8,5 +8,7 @@ guest/build.sh
 echo "[test] cargo fmt --check, cargo clippy -D warnings"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings
+echo "[test] API fuzzing (schemathesis)"
+tests/api/fuzz.sh
 echo "[test] cargo test --workspace"
 cargo test --workspace "$@"

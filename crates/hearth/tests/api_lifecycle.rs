@@ -130,6 +130,7 @@ fn configure_boot_pause_resume_and_power_off_over_the_api() {
     assert!(config.contains("\"data\"") && config.contains("vmlinux"), "{config}");
 
     // Boot.
+    eprintln!("lifecycle: configured; starting");
     expect(
         &sock,
         "PUT",
@@ -158,6 +159,7 @@ fn configure_boot_pause_resume_and_power_off_over_the_api() {
     wait_line(&lines, &mut seen, "lifecycle-disk");
 
     // Pause and resume.
+    eprintln!("lifecycle: guest up after {:?}", start.elapsed());
     expect(&sock, "PATCH", "/vm", Some(r#"{"state": "Paused"}"#), 204);
     assert!(expect(&sock, "GET", "/", None, 200).contains("Paused"));
     expect(&sock, "PATCH", "/vm", Some(r#"{"state": "Resumed"}"#), 204);
@@ -183,6 +185,7 @@ fn configure_boot_pause_resume_and_power_off_over_the_api() {
     drop(slow);
 
     // The guest is alive and reads its console; its poweroff ends hearth cleanly.
+    eprintln!("lifecycle: API checks done; typing into the guest");
     stdin.write_all(b"bye\n").unwrap();
     wait_line(&lines, &mut seen, "got-bye");
     let start = Instant::now();
