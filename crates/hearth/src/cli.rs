@@ -3,6 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use api::models::net::parse_mac;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use vmm::config::{DriveConfig, NetConfig, VsockConfig, DEFAULT_CMDLINE};
 use vmm::controller::full_config_from;
@@ -309,7 +310,11 @@ fn parse_net(spec: &str) -> Result<NetConfig, CliError> {
             Some(("tap", t)) if !t.is_empty() && t.len() < 16 && !t.contains(['/', ' ']) => {
                 tap = Some(t.to_string());
             }
-            Some(("mac", m)) => mac = Some(parse_mac(m).ok_or_else(|| bad(format!("bad MAC '{m}'")))?),
+            Some(("mac", m)) => {
+                // The guest's own address must be unicast (low bit of the first byte clear).
+                let parsed = parse_mac(m).filter(|b| b[0] & 1 == 0);
+                mac = Some(parsed.ok_or_else(|| bad(format!("bad MAC '{m}' (want unicast aa:bb:cc:dd:ee:ff)")))?);
+            }
             _ => return Err(bad(format!("unknown or invalid option '{part}'"))),
         }
     }
@@ -335,20 +340,6 @@ fn parse_vsock(spec: &str) -> Result<VsockConfig, CliError> {
     let cid = cid.ok_or_else(|| bad("no cid".into()))?;
     let uds = uds.ok_or_else(|| bad("no uds".into()))?;
     Ok(VsockConfig { cid, uds })
-}
-
-/// `aa:bb:cc:dd:ee:ff`, unicast (the low bit of the first byte clear).
-fn parse_mac(s: &str) -> Option<[u8; 6]> {
-    let mut mac = [0u8; 6];
-    let mut parts = s.split(':');
-    for b in &mut mac {
-        let p = parts.next()?;
-        if p.len() != 2 {
-            return None;
-        }
-        *b = u8::from_str_radix(p, 16).ok()?;
-    }
-    (parts.next().is_none() && mac[0] & 1 == 0).then_some(mac)
 }
 
 fn check_drive(d: &DriveConfig) -> Result<(), CliError> {

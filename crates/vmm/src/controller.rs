@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 
 use api::models::actions::ActionType;
 use api::models::instance::{InstanceInfo, InstanceState, Version};
+use api::models::net::parse_mac;
 use api::models::vm::VmState as ApiVmState;
 use api::models::vm_config::FullVmConfig;
 use api::{ApiFault, ApiReply, ApiRequest, ApiServer, Backend};
@@ -55,15 +56,6 @@ fn info(meta: &InstanceMeta, state: InstanceState) -> Result<ApiReply, ApiFault>
         vmm_version: version(),
         app_name: "hearth".into(),
     })
-}
-
-/// Parses `aa:bb:cc:dd:ee:ff`.
-fn parse_mac(s: &str) -> Option<[u8; 6]> {
-    let parts: Vec<u8> = s
-        .split(':')
-        .map(|p| u8::from_str_radix(p, 16).ok())
-        .collect::<Option<_>>()?;
-    <[u8; 6]>::try_from(parts).ok()
 }
 
 /// A Firecracker token bucket (`size` tokens per `refill_time` ms) as a rate per second.
@@ -564,7 +556,5 @@ mod tests {
         });
         let c = vm_config_from(&full).unwrap();
         assert_eq!((c.vcpus, c.kernel.as_path()), (1, Path::new("/k")));
-        assert_eq!(parse_mac("02:aa:bb:cc:dd:0e"), Some([2, 0xaa, 0xbb, 0xcc, 0xdd, 0x0e]));
-        assert_eq!(parse_mac("02:aa"), None);
     }
 }
