@@ -6,6 +6,7 @@
 
 pub mod interrupt;
 pub mod legacy;
+pub mod metrics;
 pub mod rate_limiter;
 pub mod virtio;
 

@@ -66,11 +66,15 @@ pub fn api_controller(path: &Path, id: &str, config: FullVmConfig) -> Result<Api
         server,
         meta: InstanceMeta { id: id.to_string() },
         config,
+        metrics: vmm::metrics::Metrics::default(),
     })
 }
 
 /// Runs `vmm` to its end and returns hearth's exit code.
-pub fn drive(vmm: Vmm, opts: &RunOpts, mut api: Option<ApiController>) -> u8 {
+pub fn drive(mut vmm: Vmm, opts: &RunOpts, mut api: Option<ApiController>) -> u8 {
+    if let Some(a) = &api {
+        a.metrics.attach(&mut vmm, &a.config);
+    }
     let summary = {
         let _raw = RawTerminal::enter();
         let ctl = api.as_mut().map(|c| c as &mut dyn vmm::vmm::Controller);
@@ -203,8 +207,11 @@ pub fn firecracker(args: FirecrackerArgs, started: Instant) -> Result<u8> {
         _ => None,
     };
     let mut pre = PreBoot::new(meta.clone(), full, console_io());
+    let id = args.id.clone();
+    pre.set_logger_hook(Box::new(move |l| crate::logger::configure(&id, l)));
     if args.config_file.is_some() {
-        pre.start()
+        pre.apply_log_and_metrics()
+            .and_then(|()| pre.start())
             .map_err(|f| SessionError(format!("config file: {}", f.message)))?;
     } else if let Some(s) = server.as_mut() {
         controller::serve_until_started(s, &mut pre)?;
@@ -219,7 +226,13 @@ pub fn firecracker(args: FirecrackerArgs, started: Instant) -> Result<u8> {
         Some(c) if config.boot_source.is_none() => full_config_from(c),
         _ => config,
     };
-    let api = server.map(|server| ApiController { server, meta, config });
+    let metrics = pre.metrics.clone();
+    let api = server.map(|server| ApiController {
+        server,
+        meta,
+        config,
+        metrics,
+    });
     let opts = RunOpts {
         deadline: None,
         stats: false,

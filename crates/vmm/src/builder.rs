@@ -169,6 +169,7 @@ fn attach_legacy_devices(
         Some(state) => SerialConsole::from_state(irq, io.output, state).map_err(BuildError::Restore)?,
         None => SerialConsole::new(irq, io.output),
     };
+    machine.devices.metrics.uart = Some(uart.metrics());
     let serial = Arc::new(Mutex::new(uart));
     machine.insert_pio(serial.clone(), serial::COM1_PORT, serial::COM1_LEN)?;
     let i8042 = Arc::new(Mutex::new(I8042::new(machine.reset_trigger()?)));
@@ -208,7 +209,9 @@ fn attach_virtio_devices(
 ) -> Result<Vec<String>, BuildError> {
     let mut devices: Vec<Arc<Mutex<dyn VirtioDevice>>> = Vec::new();
     for drive in &config.drives {
-        let blk = Arc::new(Mutex::new(open_drive(drive)?));
+        let blk = open_drive(drive)?;
+        machine.devices.metrics.blocks.push((drive.id.clone(), blk.metrics()));
+        let blk = Arc::new(Mutex::new(blk));
         let fd = blk.lock().unwrap_or_else(|e| e.into_inner()).rate_limit_fd();
         if let Some(fd) = fd {
             machine.add_event_handler(Box::new(BlockRateLimitTimer { fd, dev: blk.clone() }));
@@ -216,10 +219,14 @@ fn attach_virtio_devices(
         devices.push(blk);
     }
     if config.rng {
-        devices.push(Arc::new(Mutex::new(Rng::new()?)));
+        let rng = Rng::new()?;
+        machine.devices.metrics.rng = Some(rng.metrics());
+        devices.push(Arc::new(Mutex::new(rng)));
     }
     if let Some(net) = &config.net {
-        let net = Arc::new(Mutex::new(open_net(net)?));
+        let dev = open_net(net)?;
+        machine.devices.metrics.nets.push((net.tap.clone(), dev.metrics()));
+        let net = Arc::new(Mutex::new(dev));
         let fd = net.lock().unwrap_or_else(|e| e.into_inner()).backend_fd();
         if let Some(fd) = fd {
             machine.add_event_handler(Box::new(NetBackendReady { fd, dev: net.clone() }));

@@ -1,7 +1,8 @@
 //! The only entry point from the API into the VMM: every [`ApiRequest`] is answered here,
 //! before boot by [`PreBoot`] (which collects Firecracker-style resources and builds or
 //! restores the VM on `InstanceStart` / `PUT /snapshot/load`) and after boot by [`Runtime`]
-//! (pause/resume, snapshots, configuration reads).
+//! (pause/resume, snapshots, configuration reads). Both count every request and keep the
+//! metrics (`crate::metrics`); `PUT /logger` goes to the [`LoggerHook`] the binary installs.
 //!
 //! What is allowed when follows Firecracker's rules: configuration PUTs only before boot,
 //! pause/resume and snapshot creation only after, snapshot load only before. Capabilities
@@ -12,6 +13,7 @@ use std::path::{Path, PathBuf};
 
 use api::models::actions::ActionType;
 use api::models::instance::{InstanceInfo, InstanceState, Version};
+use api::models::logger::Logger;
 use api::models::net::parse_mac;
 use api::models::vm::VmState as ApiVmState;
 use api::models::vm_config::FullVmConfig;
@@ -20,6 +22,7 @@ use api::{ApiFault, ApiReply, ApiRequest, ApiServer, Backend};
 use crate::builder::{build_linux, restore_linux, ConsoleIo};
 use crate::config::{default_mac, DriveConfig, NetConfig, VmConfig, VsockConfig, DEFAULT_CMDLINE};
 use crate::loader::BootProtocol;
+use crate::metrics::{exit_stats, Counted, Metrics};
 use crate::persist;
 use crate::vmm::{Controller, VmExit, Vmm};
 
@@ -196,6 +199,9 @@ pub fn full_config_from(c: &VmConfig) -> FullVmConfig {
     }
 }
 
+/// Redirects hearth's log (`PUT /logger`): the binary owns the logger, the VMM only asks.
+pub type LoggerHook = Box<dyn FnMut(&Logger) -> Result<(), String>>;
+
 /// Before boot: collects the configuration; builds (InstanceStart) or restores (snapshot load)
 /// the VM, which the caller then runs with a [`Runtime`] controller.
 pub struct PreBoot {
@@ -204,6 +210,9 @@ pub struct PreBoot {
     io: Option<ConsoleIo>,
     /// The VM, once started or restored.
     pub vmm: Option<Vmm>,
+    /// Carried on into the [`ApiController`] once the VM runs.
+    pub metrics: Metrics,
+    logger: Option<LoggerHook>,
 }
 
 impl PreBoot {
@@ -213,7 +222,46 @@ impl PreBoot {
             config,
             io: Some(io),
             vmm: None,
+            metrics: Metrics::default(),
+            logger: None,
         }
+    }
+
+    /// What `PUT /logger` calls (without one, it answers that logging cannot be configured).
+    pub fn set_logger_hook(&mut self, hook: LoggerHook) {
+        self.logger = Some(hook);
+    }
+
+    fn put_logger(&mut self, l: Logger) -> Result<ApiReply, ApiFault> {
+        let hook = self
+            .logger
+            .as_mut()
+            .ok_or_else(|| not_yet("PUT /logger in this mode"))?;
+        hook(&l).map_err(bad)?;
+        self.config.logger = Some(l);
+        Ok(ApiReply::NoContent)
+    }
+
+    fn put_metrics(&mut self, m: api::models::metrics::Metrics) -> Result<ApiReply, ApiFault> {
+        self.metrics.set_path(&m.metrics_path).map_err(bad)?;
+        self.config.metrics = Some(m);
+        Ok(ApiReply::NoContent)
+    }
+
+    /// Applies the `logger` and `metrics` of a config file (before [`PreBoot::start`]).
+    pub fn apply_log_and_metrics(&mut self) -> Result<(), ApiFault> {
+        if let Some(l) = self.config.logger.clone() {
+            self.put_logger(l)?;
+        }
+        if let Some(m) = self.config.metrics.clone() {
+            self.put_metrics(m)?;
+        }
+        Ok(())
+    }
+
+    fn started(&mut self, mut vmm: Vmm) {
+        self.metrics.attach(&mut vmm, &self.config);
+        self.vmm = Some(vmm);
     }
 
     /// Builds and starts the configured VM (InstanceStart, or a config file).
@@ -222,7 +270,7 @@ impl PreBoot {
         let io = self.io.take().ok_or_else(|| bad("the microVM was already started"))?;
         match build_linux(&config, io) {
             Ok(vmm) => {
-                self.vmm = Some(vmm);
+                self.started(vmm);
                 Ok(())
             }
             Err(e) => Err(bad(format!("Cannot start the microVM: {}", chain(&e)))),
@@ -267,7 +315,7 @@ impl PreBoot {
             Ok(())
         })
         .map_err(bad)?;
-        self.vmm = Some(vmm);
+        self.started(vmm);
         Ok(())
     }
 }
@@ -381,8 +429,12 @@ impl Backend for PreBoot {
             ApiRequest::PutActions(a) => match a.action_type {
                 ActionType::InstanceStart => self.start().map(|()| ApiReply::NoContent),
                 ActionType::SendCtrlAltDel => Err(before_boot()),
-                ActionType::FlushMetrics => Err(not_yet("metrics")),
+                ActionType::FlushMetrics => self.metrics.flush().map(|()| ApiReply::NoContent).map_err(bad),
             },
+            ApiRequest::PutLogger(l) => self.put_logger(l),
+            ApiRequest::PutMetrics(m) => self.put_metrics(m),
+            ApiRequest::GetMetricsPrometheus => Ok(ApiReply::Text(self.metrics.prometheus())),
+            ApiRequest::GetExitStats => Err(before_boot()),
             ApiRequest::PatchVm(_) | ApiRequest::PutSnapshotCreate(_) => Err(before_boot()),
             ApiRequest::PutSnapshotLoad(p) => self.load_snapshot(&p).map(|()| ApiReply::NoContent),
             ApiRequest::GetVmConfig => ApiReply::json(&self.config),
@@ -406,6 +458,7 @@ pub struct Runtime<'a> {
     pub meta: &'a InstanceMeta,
     pub config: &'a FullVmConfig,
     pub vmm: &'a mut Vmm,
+    pub metrics: &'a Metrics,
     /// Set to end the VM after the reply.
     pub exit: Option<VmExit>,
 }
@@ -472,8 +525,10 @@ impl Backend for Runtime<'_> {
             ApiRequest::PutActions(a) => match a.action_type {
                 ActionType::InstanceStart => Err(after_boot()),
                 ActionType::SendCtrlAltDel => Err(not_yet("SendCtrlAltDel (the guest has no keyboard driver)")),
-                ActionType::FlushMetrics => Err(not_yet("metrics")),
+                ActionType::FlushMetrics => self.metrics.flush().map(|()| ApiReply::NoContent).map_err(bad),
             },
+            ApiRequest::GetMetricsPrometheus => Ok(ApiReply::Text(self.metrics.prometheus())),
+            ApiRequest::GetExitStats => Ok(ApiReply::Json(exit_stats(self.vmm))),
             ApiRequest::PutMachineConfig(_)
             | ApiRequest::PatchMachineConfig(_)
             | ApiRequest::PutBootSource(_)
@@ -498,6 +553,7 @@ pub struct ApiController {
     pub server: ApiServer,
     pub meta: InstanceMeta,
     pub config: FullVmConfig,
+    pub metrics: Metrics,
 }
 
 impl Controller for ApiController {
@@ -510,9 +566,13 @@ impl Controller for ApiController {
             meta: &self.meta,
             config: &self.config,
             vmm,
+            metrics: &self.metrics,
             exit: None,
         };
-        self.server.poll(&mut rt);
+        self.server.poll(&mut Counted {
+            inner: &mut rt,
+            metrics: &self.metrics,
+        });
         rt.exit
     }
 }
@@ -534,7 +594,11 @@ pub fn serve_until_started(server: &mut ApiServer, pre: &mut PreBoot) -> std::io
             }
             continue;
         }
-        server.poll(pre);
+        let metrics = pre.metrics.clone();
+        server.poll(&mut Counted {
+            inner: pre,
+            metrics: &metrics,
+        });
     }
     Ok(())
 }

@@ -7,6 +7,7 @@
 //! - [`vstate::vcpu`]: the `KVM_RUN` loop, where every exit is dispatched;
 //! - [`vstate::fixups`]: instructions the host's emulator could not run (see the `fixup` crate);
 //! - [`arch`]: x86_64 layout, boot protocols, CPUID, MSRs, MP table;
+//! - [`metrics`]: counters of the running VM as Firecracker JSON lines and Prometheus text;
 //! - [`host`]: what kind of KVM host this is (e.g. PVM) and what follows from it.
 
 pub mod arch;
@@ -17,6 +18,7 @@ pub mod controller;
 pub mod host;
 pub mod loader;
 pub mod machine;
+pub mod metrics;
 pub mod persist;
 pub mod profile;
 pub mod vmm;

@@ -116,6 +116,8 @@ pub struct DeviceHandles {
     pub serial: Option<Arc<Mutex<SerialConsole>>>,
     /// In attach order (= MMIO address order).
     pub virtio: Vec<VirtioSlot>,
+    /// The devices' counters (see `crate::metrics`).
+    pub metrics: crate::metrics::DeviceMetrics,
 }
 
 impl Machine {

@@ -22,7 +22,7 @@ use vmm_sys_util::signal::Killable;
 use crate::config::VmConfig;
 use crate::console_input::{ConsoleInput, Typed};
 use crate::machine::DeviceHandles;
-use crate::vstate::exits::ExitStats;
+use crate::vstate::exits::{ExitCounters, ExitStats};
 use crate::vstate::memory::GuestMemory;
 use crate::vstate::vcpu::{kick_signal, StopReason, Vcpu, VcpuChannels, VcpuReply, VcpuRequest};
 use crate::vstate::vcpu_state::VcpuState;
@@ -138,6 +138,10 @@ pub struct Vmm {
     devices: DeviceHandles,
     config: Option<VmConfig>,
     dirty_log: bool,
+    /// Each vCPU's live exit counts, by id.
+    exit_counters: Vec<Arc<ExitCounters>>,
+    /// Device events (handler wake-ups) served by the event loop.
+    device_events: Arc<devices::metrics::Counter>,
 }
 
 const TOKEN_VCPU: u64 = 1;
@@ -170,6 +174,7 @@ impl Vmm {
         let vcpu_exit_evt = EventFd::new(EFD_NONBLOCK).map_err(VmmError::EventFd)?;
         let mut threads = Vec::new();
         let mut vcpu_requests = Vec::new();
+        let exit_counters = vcpus.iter().map(Vcpu::exit_counters).collect();
         for mut vcpu in vcpus {
             let id = vcpu.id();
             let (req_tx, requests) = std::sync::mpsc::channel();
@@ -214,6 +219,8 @@ impl Vmm {
             devices,
             config,
             dirty_log,
+            exit_counters,
+            device_events: Arc::default(),
         };
         if start_paused {
             vmm.wait_parked()?;
@@ -291,6 +298,22 @@ impl Vmm {
     /// The devices a snapshot saves.
     pub fn devices(&self) -> &DeviceHandles {
         &self.devices
+    }
+
+    /// Each vCPU's exit counts by reason, by id, live while the VM runs.
+    pub fn exit_counters(&self) -> &[Arc<ExitCounters>] {
+        &self.exit_counters
+    }
+
+    /// How many device events the event loop has served.
+    pub fn device_events(&self) -> Arc<devices::metrics::Counter> {
+        self.device_events.clone()
+    }
+
+    /// Has the event loop also watch `handler` (e.g. a periodic timer added after the build).
+    /// Takes effect when [`Vmm::run_controlled`] starts the loop.
+    pub fn add_event_handler(&mut self, handler: Box<dyn EventHandler>) {
+        self.handlers.push(handler);
     }
 
     /// What the VM was built from (`None` for machines built by hand, e.g. test guests).
@@ -452,6 +475,7 @@ impl Vmm {
                     token => {
                         let i = token.checked_sub(TOKEN_HANDLERS).and_then(|i| usize::try_from(i).ok());
                         if let Some(h) = i.and_then(|i| self.handlers.get_mut(i)) {
+                            self.device_events.inc();
                             h.on_readable();
                         }
                     }
@@ -512,7 +536,7 @@ impl Vmm {
                 log::error!("vCPU {id} did not stop within {STOP_TIMEOUT:?}; leaving its thread behind");
             }
         }
-        let mut stats = vec![ExitStats::default(); n];
+        let mut stats: Vec<ExitStats> = (0..n).map(|_| ExitStats::default()).collect();
         for (id, _, s) in reports {
             if let Some(slot) = stats.get_mut(usize::from(id)) {
                 *slot = s;

@@ -2,6 +2,8 @@
 
 pub mod i8042;
 pub mod serial;
+pub mod serial_metrics;
 
 pub use i8042::I8042;
 pub use serial::SerialConsole;
+pub use serial_metrics::UartMetrics;

@@ -4,12 +4,14 @@
 //! with [`SerialConsole::enqueue_input`]. Interrupts go through an [`EventFdTrigger`] (irqfd).
 
 use std::io::Write;
+use std::sync::Arc;
 
 use bus::BusDevice;
 use serde::{Deserialize, Serialize};
 use vm_superio::serial::{NoEvents, SerialState};
 use vm_superio::Serial;
 
+use super::serial_metrics::{CountingWriter, UartMetrics};
 use crate::interrupt::EventFdTrigger;
 
 /// Standard PC port of COM1 and its 8 registers.
@@ -28,14 +30,33 @@ pub struct SerialSnapshot {
 }
 
 pub struct SerialConsole {
-    uart: Serial<EventFdTrigger, NoEvents, Box<dyn Write + Send>>,
+    uart: Serial<EventFdTrigger, NoEvents, CountingWriter>,
+    metrics: Arc<UartMetrics>,
+}
+
+fn counting(out: Box<dyn Write + Send>) -> (CountingWriter, Arc<UartMetrics>) {
+    let metrics = Arc::new(UartMetrics::default());
+    (
+        CountingWriter {
+            inner: out,
+            metrics: metrics.clone(),
+        },
+        metrics,
+    )
 }
 
 impl SerialConsole {
     pub fn new(irq: EventFdTrigger, out: Box<dyn Write + Send>) -> Self {
+        let (out, metrics) = counting(out);
         Self {
             uart: Serial::new(irq, out),
+            metrics,
         }
+    }
+
+    /// This UART's counters.
+    pub fn metrics(&self) -> Arc<UartMetrics> {
+        self.metrics.clone()
     }
 
     /// A UART in a snapshot's state (registers and unread input).
@@ -52,8 +73,9 @@ impl SerialConsole {
             scratch: state.regs[8],
             in_buffer: state.in_buffer.clone(),
         };
+        let (out, metrics) = counting(out);
         Serial::from_state(&st, irq, NoEvents, out)
-            .map(|uart| Self { uart })
+            .map(|uart| Self { uart, metrics })
             .map_err(|e| format!("the saved serial port state is invalid ({e:?})"))
     }
 
@@ -132,6 +154,7 @@ mod tests {
             com.write(0, &[*b]);
         }
         assert_eq!(&*sink.0.lock().unwrap(), b"hi");
+        assert_eq!(com.metrics().write_count.get(), 2);
         // Enable the received-data interrupt (IER bit 0), then push input.
         com.write(1, &[1]);
         assert_eq!(com.enqueue_input(b"x"), 1);

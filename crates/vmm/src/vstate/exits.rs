@@ -1,8 +1,13 @@
 //! Exit statistics: how often each vCPU trapped to the VMM, and why (the trap-and-emulate view
-//! of a running guest). Counted by the vCPU thread that owns them, read once it has stopped.
+//! of a running guest). The per-reason counts are [`ExitCounters`]: atomics written only by the
+//! vCPU thread that owns them (a relaxed load and store, no locked instruction on the exit
+//! path) and readable by the event loop at any time (`GET /hearth/exit-stats`, metrics). The
+//! rest (fix-ups, profile samples) is read once the vCPU has stopped (`--stats`, `--profile`).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 /// Why `KVM_RUN` returned, as hearth counts it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -55,10 +60,30 @@ impl ExitKind {
     }
 }
 
+/// One vCPU's exit counts by reason, shared between its thread (the only writer) and readers.
+#[derive(Debug, Default)]
+pub struct ExitCounters([AtomicU64; ExitKind::ALL.len()]);
+
+impl ExitCounters {
+    /// Adds one exit of `kind`. Only the owning vCPU thread calls this, so a plain load and
+    /// store suffice: readers see every value whole (64-bit atomics), never a lost update.
+    fn bump(&self, kind: ExitKind) {
+        let c = &self.0[kind as usize];
+        c.store(c.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
+    }
+    pub fn get(&self, kind: ExitKind) -> u64 {
+        self.0[kind as usize].load(Ordering::Relaxed)
+    }
+    /// Every reason with its count (zeros included), in [`ExitKind::ALL`] order.
+    pub fn by_reason(&self) -> Vec<(&'static str, u64)> {
+        ExitKind::ALL.iter().map(|&k| (k.name(), self.get(k))).collect()
+    }
+}
+
 /// One vCPU's counters.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Debug, Default)]
 pub struct ExitStats {
-    counts: [u64; ExitKind::ALL.len()],
+    counts: Arc<ExitCounters>,
     /// Completed instruction fix-ups by kind (e.g. "int3" → 1).
     pub fixups: BTreeMap<&'static str, u64>,
     /// When this vCPU first entered `KVM_RUN`.
@@ -69,16 +94,20 @@ pub struct ExitStats {
 
 impl ExitStats {
     pub fn count(&mut self, kind: ExitKind) {
-        self.counts[kind as usize] += 1;
+        self.counts.bump(kind);
+    }
+    /// The live counts, for readers on other threads.
+    pub fn counters(&self) -> Arc<ExitCounters> {
+        self.counts.clone()
     }
     pub fn count_fixup(&mut self, name: &'static str) {
         *self.fixups.entry(name).or_default() += 1;
     }
     pub fn get(&self, kind: ExitKind) -> u64 {
-        self.counts[kind as usize]
+        self.counts.get(kind)
     }
     pub fn total(&self) -> u64 {
-        self.counts.iter().sum()
+        ExitKind::ALL.iter().map(|&k| self.get(k)).sum()
     }
 }
 
@@ -137,5 +166,29 @@ mod tests {
         assert!(!t.contains("hlt"), "zero rows are omitted");
         let total = t.lines().last().unwrap();
         assert!(total.starts_with("total") && total.ends_with(" 1"));
+    }
+
+    #[test]
+    fn counters_are_readable_while_the_owner_counts() {
+        let mut s = ExitStats::default();
+        let live = s.counters();
+        let writer = std::thread::spawn(move || {
+            for _ in 0..10_000 {
+                s.count(ExitKind::MmioWrite);
+            }
+            s
+        });
+        let mut seen = 0;
+        while !writer.is_finished() {
+            let now = live.get(ExitKind::MmioWrite);
+            assert!(now >= seen, "counts never go back");
+            seen = now;
+        }
+        let s = writer.join().unwrap();
+        assert_eq!(live.get(ExitKind::MmioWrite), 10_000);
+        assert_eq!(s.total(), 10_000);
+        let by = live.by_reason();
+        assert_eq!(by.len(), ExitKind::ALL.len());
+        assert!(by.contains(&("mmio_write", 10_000)) && by.contains(&("hlt", 0)));
     }
 }

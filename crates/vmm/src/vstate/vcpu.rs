@@ -14,7 +14,7 @@ use bus::{Bus, Dispatch};
 use kvm_bindings::{kvm_mp_state, Msrs, KVM_MAX_CPUID_ENTRIES, KVM_MP_STATE_RUNNABLE};
 use kvm_ioctls::{Kvm, VcpuExit, VcpuFd};
 
-use super::exits::{ExitKind, ExitStats};
+use super::exits::{ExitCounters, ExitKind, ExitStats};
 use super::vcpu_state::{StateCaps, VcpuState, VcpuStateError};
 use super::vm::Vm;
 use crate::arch::{cpuid, msr, regs};
@@ -187,6 +187,11 @@ impl Vcpu {
 
     pub fn id(&self) -> u8 {
         self.id
+    }
+
+    /// This vCPU's exit counts, readable while it runs.
+    pub fn exit_counters(&self) -> Arc<ExitCounters> {
+        self.stats.counters()
     }
 
     /// Puts the vCPU at the kernel entry point in `mode` (the boot processor; application

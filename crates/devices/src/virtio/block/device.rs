@@ -2,6 +2,7 @@
 
 use std::fs::File;
 use std::os::fd::{AsRawFd, RawFd};
+use std::sync::Arc;
 
 use ::virtio::{features, DeviceCommon, VirtioDevice};
 use virtio_bindings::virtio_blk::{
@@ -14,6 +15,7 @@ use virtio_queue::desc::split::Descriptor;
 use crate::rate_limiter::{Clock, Limits, RateLimiter};
 
 use super::discard::{Unsupported, ALIGNMENT_SECTORS, MAX_SECTORS, MAX_SEGMENTS};
+use super::metrics::BlockMetrics;
 
 pub const SECTOR_SIZE: u64 = 512;
 /// Descriptors in the one request queue.
@@ -63,6 +65,7 @@ pub(crate) struct Disk {
     pub(crate) id: [u8; ID_BYTES],
     /// fallocate modes the image's file system refused (see `discard`).
     pub(crate) unsupported: Unsupported,
+    pub(crate) metrics: Arc<BlockMetrics>,
 }
 
 impl Block {
@@ -101,6 +104,7 @@ impl Block {
                 size,
                 id: id_bytes,
                 unsupported: Unsupported::default(),
+                metrics: Arc::default(),
             },
             config: config_space(size / SECTOR_SIZE),
             descs: Vec::with_capacity(usize::from(QUEUE_SIZE)),
@@ -139,6 +143,11 @@ impl Block {
     #[cfg(test)]
     pub(crate) fn disk_mut(&mut self) -> &mut Disk {
         &mut self.disk
+    }
+
+    /// This drive's counters.
+    pub fn metrics(&self) -> Arc<BlockMetrics> {
+        self.disk.metrics.clone()
     }
 
     /// Capacity in 512-byte sectors.
@@ -188,16 +197,24 @@ impl VirtioDevice for Block {
     }
     fn process_queue(&mut self, index: usize) {
         let disk = &mut self.disk;
+        disk.metrics.queue_event_count.inc();
         let Some(limiter) = &mut self.limiter else {
             self.common
                 .process_queue(index, &mut self.descs, |mem, descs| disk.execute(mem, descs));
             return;
         };
         let limiter = std::cell::RefCell::new(limiter);
+        let metrics = disk.metrics.clone();
         self.common.process_queue_while(
             index,
             &mut self.descs,
-            || limiter.borrow_mut().admit(),
+            || {
+                let admitted = limiter.borrow_mut().admit();
+                if !admitted {
+                    metrics.rate_limiter_throttled_events.inc();
+                }
+                admitted
+            },
             |mem, descs| {
                 limiter.borrow_mut().charge(data_bytes(descs));
                 disk.execute(mem, descs)

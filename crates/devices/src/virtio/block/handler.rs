@@ -33,11 +33,15 @@ impl Disk {
     pub(crate) fn execute(&mut self, mem: &Memory, descs: &[Descriptor]) -> u32 {
         let Some(req) = parse(mem, descs) else {
             ::virtio::guest_warn(format_args!("virtio-blk: malformed request ignored"));
+            self.metrics.invalid_reqs_count.inc();
             return 0;
         };
         let (status, written) = match self.run(mem, descs, &req) {
             Ok(written) => (VIRTIO_BLK_S_OK, written),
-            Err(status) => (status, 0),
+            Err(status) => {
+                self.metrics.execute_fails.inc();
+                (status, 0)
+            }
         };
         // The status byte is in guest memory (checked by pop_chain); a failure here is not
         // possible short of a hearth bug, and the driver would then see a stale status.
@@ -63,6 +67,14 @@ impl Disk {
                 }
                 self.transfer(mem, data, start, req.kind == VIRTIO_BLK_T_IN)
                     .map_err(|e| self.io_error("read/write", &e))?;
+                let m = &self.metrics;
+                if req.kind == VIRTIO_BLK_T_IN {
+                    m.read_count.inc();
+                    m.read_bytes.add(len);
+                } else {
+                    m.write_count.inc();
+                    m.write_bytes.add(len);
+                }
                 Ok(if req.kind == VIRTIO_BLK_T_IN {
                     u32::try_from(len).unwrap_or(u32::MAX)
                 } else {
@@ -73,6 +85,7 @@ impl Disk {
                 if !self.read_only {
                     self.image.sync_data().map_err(|e| self.io_error("flush", &e))?;
                 }
+                self.metrics.flush_count.inc();
                 Ok(0)
             }
             VIRTIO_BLK_T_GET_ID => {

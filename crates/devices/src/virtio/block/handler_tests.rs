@@ -151,6 +151,11 @@ fn reads_writes_flushes_and_ids() {
     g.mem.read_slice(&mut id, GuestAddress(DATA)).unwrap();
     assert_eq!(&id[..6], b"disk0\0");
     assert!(g.irq.count() >= 4);
+    let m = g.blk.metrics();
+    assert_eq!((m.read_count.get(), m.read_bytes.get()), (1, 1024));
+    assert_eq!((m.write_count.get(), m.write_bytes.get()), (1, 512));
+    assert_eq!((m.flush_count.get(), m.execute_fails.get()), (1, 0));
+    assert_eq!(m.queue_event_count.get(), 4);
 }
 
 #[test]
@@ -180,6 +185,13 @@ fn past_the_end_read_only_and_unknown_requests_fail_cleanly() {
     // IN with a device-readable data buffer is malformed: completed with nothing written.
     assert_eq!(submit(&mut g, VIRTIO_BLK_T_IN, 0, &[desc(DATA, 512, R)]), (0xff, 0));
     assert!(!g.blk.common().is_broken());
+    let m = g.blk.metrics();
+    assert_eq!((m.execute_fails.get(), m.invalid_reqs_count.get()), (5, 1));
+    assert_eq!(
+        m.read_bytes.get() + m.write_bytes.get(),
+        0,
+        "failed requests move no bytes"
+    );
 }
 
 #[test]

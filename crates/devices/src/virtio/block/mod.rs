@@ -2,11 +2,13 @@
 //!
 //! `device` holds the device (features, config space, the image, the optional rate limiter)
 //! and `handler` executes the requests of one queue, `discard` the DISCARD and WRITE_ZEROES
-//! ones. Not yet here: persist (snapshots), metrics, O_DIRECT, asynchronous I/O (requests run
+//! ones, `metrics` its counters. Not yet here: persist (snapshots), O_DIRECT, asynchronous I/O (requests run
 //! synchronously on the event loop).
 
 mod device;
 mod discard;
 mod handler;
+mod metrics;
 
 pub use device::{Block, BlockError, SECTOR_SIZE};
+pub use metrics::BlockMetrics;

@@ -2,6 +2,7 @@
 
 use std::io;
 use std::os::fd::RawFd;
+use std::sync::Arc;
 
 use ::virtio::queue::pop_chain;
 use ::virtio::{features, DeviceCommon, VirtioDevice};
@@ -11,6 +12,7 @@ use virtio_queue::desc::split::Descriptor;
 use virtio_queue::QueueT;
 
 use super::handler::{read_tx_frame, write_rx_frame, MAX_FRAME};
+use super::metrics::NetMetrics;
 
 pub(crate) const QUEUE_SIZE: u16 = 256;
 pub(crate) const RX: usize = 0;
@@ -45,6 +47,7 @@ pub struct Net {
     rx_buf: Vec<u8>,
     tx_buf: Vec<u8>,
     descs: Vec<Descriptor>,
+    metrics: Arc<NetMetrics>,
 }
 
 impl Net {
@@ -63,7 +66,13 @@ impl Net {
             rx_buf: vec![0; MAX_FRAME],
             tx_buf: Vec::with_capacity(MAX_FRAME),
             descs: Vec::with_capacity(usize::from(QUEUE_SIZE)),
+            metrics: Arc::default(),
         })
+    }
+
+    /// This interface's counters.
+    pub fn metrics(&self) -> Arc<NetMetrics> {
+        self.metrics.clone()
     }
 
     /// The fd the event loop should watch for received frames (see [`Net::backend_event`]).
@@ -88,6 +97,7 @@ impl Net {
                     Ok(Some(len)) => len,
                     Ok(None) => break,
                     Err(e) => {
+                        self.metrics.tap_read_fails.inc();
                         log::warn!("virtio-net: receive from the backend failed: {e}");
                         break;
                     }
@@ -104,6 +114,7 @@ impl Net {
             let head = match pop_chain(q, &active.mem, &mut self.descs) {
                 Ok(Some(head)) => head,
                 Ok(None) => {
+                    self.metrics.no_rx_avail_buffer.inc();
                     self.pending = Some(len);
                     break;
                 }
@@ -112,12 +123,21 @@ impl Net {
                     break;
                 }
             };
-            let written = write_rx_frame(&active.mem, &self.descs, &self.rx_buf[..len]).unwrap_or_else(|| {
-                ::virtio::guest_warn(format_args!(
-                    "virtio-net: a {len}-byte frame does not fit the receive buffer; dropped"
-                ));
-                0
-            });
+            let m = &self.metrics;
+            let written = match write_rx_frame(&active.mem, &self.descs, &self.rx_buf[..len]) {
+                Some(n) => {
+                    m.rx_packets_count.inc();
+                    m.rx_bytes_count.add(u64::try_from(len).unwrap_or(0));
+                    n
+                }
+                None => {
+                    ::virtio::guest_warn(format_args!(
+                        "virtio-net: a {len}-byte frame does not fit the receive buffer; dropped"
+                    ));
+                    m.rx_fails.inc();
+                    0
+                }
+            };
             if let Err(e) = q.add_used(&active.mem, head, written) {
                 self.common.fail(format_args!("cannot add to the used ring: {e}"));
                 break;
@@ -134,14 +154,23 @@ impl Net {
     fn process_tx(&mut self) {
         let backend = &mut self.backend;
         let buf = &mut self.tx_buf;
+        let m = &self.metrics;
         self.common.process_queue(TX, &mut self.descs, |mem, descs| {
             match read_tx_frame(mem, descs, buf) {
-                Some(frame) => {
-                    if let Err(e) = backend.send(frame) {
+                Some(frame) => match backend.send(frame) {
+                    Ok(()) => {
+                        m.tx_packets_count.inc();
+                        m.tx_bytes_count.add(u64::try_from(frame.len()).unwrap_or(0));
+                    }
+                    Err(e) => {
+                        m.tap_write_fails.inc();
                         log::debug!("virtio-net: frame of {} bytes not sent: {e}", frame.len());
                     }
+                },
+                None => {
+                    m.tx_malformed_frames.inc();
+                    ::virtio::guest_warn(format_args!("virtio-net: malformed transmit chain dropped"))
                 }
-                None => ::virtio::guest_warn(format_args!("virtio-net: malformed transmit chain dropped")),
             }
             0
         });

@@ -98,6 +98,8 @@ fn transmit_strips_the_header_across_buffers() {
     assert_eq!(*s.mock.sent.lock().unwrap(), vec![b"hello world".to_vec()]);
     assert_eq!(s.txq.used().idx().load(), 1);
     assert_eq!(s.irq.count(), 1);
+    let m = s.net.metrics();
+    assert_eq!((m.tx_packets_count.get(), m.tx_bytes_count.get()), (1, 11));
 }
 
 #[test]
@@ -137,6 +139,9 @@ fn receive_prepends_a_zeroed_header_and_waits_for_buffers() {
     m.read_slice(&mut f, GuestAddress(0xa000 + HDR_LEN as u64)).unwrap();
     assert_eq!(&f, b"frame-two");
     assert_eq!(s.irq.count(), 2);
+    let m = s.net.metrics();
+    assert_eq!((m.rx_packets_count.get(), m.rx_bytes_count.get()), (2, 18));
+    assert!(m.no_rx_avail_buffer.get() >= 1, "the first frame waited for buffers");
 }
 
 #[test]
@@ -153,6 +158,11 @@ fn short_transmit_chain_is_dropped_and_receive_too_small_gets_nothing() {
     assert_eq!(s.rxq.used().idx().load(), 1);
     assert_eq!(s.rxq.used().ring().ref_at(0).unwrap().load().len(), 0);
     assert!(!s.net.common().is_broken());
+    let m = s.net.metrics();
+    assert_eq!(
+        (m.tx_malformed_frames.get(), m.rx_fails.get(), m.tx_packets_count.get()),
+        (1, 1, 0)
+    );
 }
 
 #[test]

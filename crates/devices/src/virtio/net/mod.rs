@@ -8,7 +8,9 @@
 
 mod device;
 mod handler;
+mod metrics;
 mod tap;
 
 pub use device::{Backend, Net, NetError};
+pub use metrics::NetMetrics;
 pub use tap::Tap;

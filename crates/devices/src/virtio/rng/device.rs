@@ -1,9 +1,13 @@
 //! The entropy device and its one request queue.
 
+use std::sync::Arc;
+
 use ::virtio::{features, DeviceCommon, VirtioDevice};
 use virtio_bindings::virtio_ids::VIRTIO_ID_RNG;
 use virtio_queue::desc::split::Descriptor;
 use vm_memory::Bytes;
+
+use super::metrics::RngMetrics;
 
 const QUEUE_SIZE: u16 = 256;
 /// At most this many bytes per request: the driver asks again for more (§5.4.6: the device
@@ -20,6 +24,7 @@ pub struct Rng {
     common: DeviceCommon,
     buf: Vec<u8>,
     descs: Vec<Descriptor>,
+    metrics: Arc<RngMetrics>,
 }
 
 impl Rng {
@@ -29,13 +34,19 @@ impl Rng {
                 .map_err(RngError::EventFd)?,
             buf: Vec::new(),
             descs: Vec::new(),
+            metrics: Arc::default(),
         })
+    }
+
+    /// This device's counters.
+    pub fn metrics(&self) -> Arc<RngMetrics> {
+        self.metrics.clone()
     }
 }
 
 /// Fills the writable buffers of one chain from getrandom(2) through `buf`; returns the number
 /// of bytes written.
-fn fill(buf: &mut Vec<u8>, mem: &crate::virtio::Memory, descs: &[Descriptor]) -> u32 {
+fn fill(buf: &mut Vec<u8>, mem: &crate::virtio::Memory, descs: &[Descriptor], m: &RngMetrics) -> u32 {
     let mut total = 0usize;
     for d in descs.iter().filter(|d| d.is_write_only()) {
         let want = usize::try_from(d.len()).unwrap_or(0).min(MAX_PER_REQUEST - total);
@@ -43,11 +54,17 @@ fn fill(buf: &mut Vec<u8>, mem: &crate::virtio::Memory, descs: &[Descriptor]) ->
             break;
         }
         buf.resize(want, 0);
-        if getrandom(buf).is_err() || mem.write_slice(buf, d.addr()).is_err() {
+        if getrandom(buf).is_err() {
+            m.host_rng_fails.inc();
+            break;
+        }
+        if mem.write_slice(buf, d.addr()).is_err() {
             break;
         }
         total += want;
     }
+    m.entropy_event_count.inc();
+    m.entropy_bytes.add(u64::try_from(total).unwrap_or(0));
     u32::try_from(total).unwrap_or(0)
 }
 
@@ -80,9 +97,9 @@ impl VirtioDevice for Rng {
         &[]
     }
     fn process_queue(&mut self, index: usize) {
-        let buf = &mut self.buf;
+        let (buf, m) = (&mut self.buf, &self.metrics);
         self.common
-            .process_queue(index, &mut self.descs, |mem, descs| fill(buf, mem, descs));
+            .process_queue(index, &mut self.descs, |mem, descs| fill(buf, mem, descs, m));
     }
 }
 
@@ -129,5 +146,7 @@ mod tests {
         mem.read_slice(&mut b, GuestAddress(0x8000)).unwrap();
         assert!(b.iter().any(|&x| x != b[0]), "not constant");
         assert_eq!(irq.count(), 1);
+        assert_eq!(rng.metrics().entropy_bytes.get(), 64);
+        assert_eq!(rng.metrics().entropy_event_count.get(), 2);
     }
 }
