@@ -48,7 +48,10 @@ fn json_lines_report_changes_per_device_and_summed() {
 
 /// A Prometheus text-format reader, enough to check what `prometheus` writes: families with
 /// HELP and TYPE before their samples, label sets, values.
-fn parse(text: &str) -> Vec<(String, Vec<(String, String)>, u64)> {
+/// (name, labels, value) of one parsed sample.
+type Parsed = (String, Vec<(String, String)>, u64);
+
+fn parse(text: &str) -> Vec<Parsed> {
     let mut out = Vec::new();
     let mut declared: Vec<(String, String)> = Vec::new();
     for line in text.lines() {
