@@ -1,6 +1,6 @@
 //! hearth's log: stderr by default ("hearth: warn: ..."), level from `--log-level` or
 //! `HEARTH_LOG`; `PUT /logger` (or a config file's `logger`) redirects it, as Firecracker does,
-//! to a file or FIFO (opened O_APPEND | O_NONBLOCK) with lines
+//! to an existing file or FIFO (opened O_APPEND | O_NONBLOCK) with lines
 //! `<UTC time> [<instance>:<thread>[:<LEVEL>][:<file>:<line>]] <message>`, an optional level
 //! and an optional module filter. A line that would block (a full FIFO) is dropped.
 

@@ -132,6 +132,9 @@ fn metrics_logger_and_exit_stats_on_a_running_guest() {
         temp("stderr"),
     );
     std::fs::write(&disk, vec![0x5au8; 1 << 20]).unwrap();
+    // As with Firecracker, the log and metrics files must exist (or be FIFOs) before the PUTs.
+    std::fs::write(&log, b"").unwrap();
+    std::fs::write(&metrics, b"").unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_hearth"))
         .args(["--api-sock", sock.to_str().unwrap(), "--id", "metrics-test"])
         .stdin(Stdio::piped())

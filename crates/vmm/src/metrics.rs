@@ -75,15 +75,14 @@ struct State {
 #[derive(Clone, Default)]
 pub struct Metrics(Arc<Mutex<State>>);
 
-/// Opens `path` (a file, created if missing, or a FIFO) for appending without ever blocking
-/// the event loop: O_APPEND | O_NONBLOCK, and read access so that opening a FIFO does not wait
-/// for (or, non-blocking, fail without) a reader.
+/// Opens `path` (an existing file or FIFO, as Firecracker wants: an API request never creates
+/// files) for appending without ever blocking the event loop: O_APPEND | O_NONBLOCK, and read
+/// access so that opening a FIFO does not wait for (or, non-blocking, fail without) a reader.
 pub fn open_append_nonblocking(path: &str) -> std::io::Result<File> {
     use std::os::unix::fs::OpenOptionsExt;
     File::options()
         .read(true)
         .append(true)
-        .create(true)
         .custom_flags(libc::O_NONBLOCK)
         .open(path)
 }

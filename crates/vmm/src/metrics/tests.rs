@@ -33,6 +33,9 @@ fn api_requests_are_counted_and_flushed_as_json_lines() {
     let m = Metrics::default();
     assert!(m.flush().unwrap_err().contains("PUT /metrics"), "no file yet");
     let path = temp("lines");
+    let e = m.set_path(path.to_str().unwrap()).unwrap_err();
+    assert!(e.contains(path.to_str().unwrap()) && e.contains("No such file"), "{e}");
+    File::create(&path).unwrap();
     m.set_path(path.to_str().unwrap()).unwrap();
     let mut fake = Fake;
     let mut counted = Counted {
