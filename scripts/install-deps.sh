@@ -9,6 +9,7 @@ PKGS=(
 	busybox-static                                         # guest userland
 	util-linux                                             # setpriv for the no-permission test
 	e2fsprogs                                              # guest/mkrootfs.sh (mke2fs -d, debugfs)
+	passt                                                  # --net user (user-mode NAT)
 )
 if [ "${1:-}" = "--bench" ]; then
 	PKGS+=(qemu-system-x86 hyperfine)

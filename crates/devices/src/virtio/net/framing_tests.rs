@@ -122,7 +122,9 @@ fn writer_is_bounded_keeps_unsent_bytes_and_frames_arrive_whole() {
     let mut sent = Vec::new();
     let mut i = 0u32;
     loop {
-        let frame: Vec<u8> = (0..1514u32).map(|j| (i.wrapping_mul(31) ^ j) as u8).collect();
+        let frame: Vec<u8> = (0..1514u32)
+            .map(|j| (i.wrapping_mul(31) ^ j).to_le_bytes()[0])
+            .collect();
         if !w.push(&frame) {
             break;
         }
