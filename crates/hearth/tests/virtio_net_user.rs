@@ -133,9 +133,9 @@ fn linux_on_user_mode_net_reaches_the_host_and_is_reached_through_hostfwd() {
     );
     let mut child = Command::new(env!("CARGO_BIN_EXE_hearth"))
         .args([
+            "run",
             "--log-level",
             "info",
-            "run",
             "--memory",
             "128",
             "--timeout",

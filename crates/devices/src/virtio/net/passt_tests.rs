@@ -8,6 +8,16 @@ use super::*;
 
 const PASST: &str = "passt";
 
+/// Serialises writing the stand-in scripts and forking in these tests: a child forked by one
+/// test while another still has its script open for writing makes exec of that script fail
+/// (ETXTBSY) or the script die.
+static FORK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn spawn(program: &str, forwards: &[PortForward]) -> Result<Passt, PasstError> {
+    let _guard = FORK.lock().unwrap_or_else(|e| e.into_inner());
+    Passt::spawn(program, forwards)
+}
+
 /// Waits (bounded) until `backend` has a frame for us.
 fn recv_within(p: &mut Passt, buf: &mut [u8], limit: Duration) -> Option<usize> {
     let start = Instant::now();
@@ -35,7 +45,7 @@ fn arp_request(mac: [u8; 6]) -> Vec<u8> {
 
 #[test]
 fn a_real_passt_answers_arp_for_the_gateway() {
-    let mut p = Passt::spawn(PASST, &[]).unwrap();
+    let mut p = spawn(PASST, &[]).unwrap();
     let mac = [0x02, 0, 0, 0, 0, 0x15];
     assert!(p.tx_ready());
     p.send(&arp_request(mac)).unwrap();
@@ -60,7 +70,7 @@ fn a_real_passt_answers_arp_for_the_gateway() {
 
 #[test]
 fn dropping_the_backend_kills_and_reaps_passt() {
-    let p = Passt::spawn(PASST, &[]).unwrap();
+    let p = spawn(PASST, &[]).unwrap();
     let pid = p.child.id();
     assert!(PathBuf::from(format!("/proc/{pid}")).exists());
     drop(p);
@@ -81,7 +91,7 @@ fn a_host_port_in_use_is_a_one_line_error_naming_it() {
         host_port: port,
         guest_port: 80,
     };
-    let Err(e) = Passt::spawn(PASST, &[fwd]) else {
+    let Err(e) = spawn(PASST, &[fwd]) else {
         panic!("spawned despite a taken port")
     };
     assert_eq!(
@@ -92,7 +102,7 @@ fn a_host_port_in_use_is_a_one_line_error_naming_it() {
 
 #[test]
 fn a_missing_passt_is_a_clear_error() {
-    let Err(e) = Passt::spawn("/nonexistent/passt", &[]) else {
+    let Err(e) = spawn("/nonexistent/passt", &[]) else {
         panic!("spawned nothing?")
     };
     assert!(e.to_string().contains("Debian package: passt"), "{e}");
@@ -101,6 +111,7 @@ fn a_missing_passt_is_a_clear_error() {
 /// A stand-in for passt: writes `bytes` (printf escapes) to the fd given after --fd, then
 /// lingers without reading.
 fn fake_passt(dir: &std::path::Path, bytes: &str) -> String {
+    let _guard = FORK.lock().unwrap_or_else(|e| e.into_inner());
     let path = dir.join("fake-passt");
     let script = format!(
         "#!/bin/sh\nwhile [ \"$1\" != --fd ]; do shift; done\nprintf '{bytes}' >&$2\nexec sleep 30 </dev/null\n"
@@ -121,7 +132,7 @@ fn an_oversized_length_closes_the_stream_and_the_backend_carries_on() {
     let dir = temp_dir("oversized");
     // One 3-byte frame, then a length prefix of 65551 with junk behind it.
     let prog = fake_passt(&dir, r"\000\000\000\003abc\000\001\000\017junkjunk");
-    let mut p = Passt::spawn(&prog, &[]).unwrap();
+    let mut p = spawn(&prog, &[]).unwrap();
     let mut buf = vec![0u8; MAX_FRAME];
     assert_eq!(recv_within(&mut p, &mut buf, Duration::from_secs(20)), Some(3));
     assert_eq!(&buf[..3], b"abc");
@@ -144,7 +155,7 @@ fn an_oversized_length_closes_the_stream_and_the_backend_carries_on() {
 fn a_peer_that_stops_reading_stops_transmit_without_blocking() {
     let dir = temp_dir("stuck");
     let prog = fake_passt(&dir, "");
-    let mut p = Passt::spawn(&prog, &[]).unwrap();
+    let mut p = spawn(&prog, &[]).unwrap();
     let frame = vec![0x42u8; 1514];
     let mut n = 0;
     while p.tx_ready() {
