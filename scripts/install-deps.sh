@@ -10,6 +10,7 @@ PKGS=(
 	util-linux                                             # setpriv for the no-permission test
 	e2fsprogs                                              # guest/mkrootfs.sh (mke2fs -d, debugfs)
 	socat python3-venv                                     # tests/api/fuzz.sh (schemathesis)
+	passt                                                  # --net user (user-mode NAT)
 )
 if [ "${1:-}" = "--bench" ]; then
 	PKGS+=(qemu-system-x86 hyperfine)

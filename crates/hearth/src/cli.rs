@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use api::models::net::parse_mac;
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use vmm::config::{DriveConfig, NetConfig, VsockConfig, DEFAULT_CMDLINE};
+use vmm::config::{DriveConfig, ForwardProtocol, NetBackend, NetConfig, PortForward, VsockConfig, DEFAULT_CMDLINE};
 use vmm::controller::full_config_from;
 use vmm::loader::BootProtocol;
 use vmm::VmConfig;
@@ -148,8 +148,9 @@ pub struct RunArgs {
     /// Attach a virtio-rng entropy device (/dev/hwrng in the guest; off by default).
     #[arg(long)]
     pub rng: bool,
-    /// A virtio-net interface (eth0 in the guest) on a host tap device: tap=NAME[,mac=MAC].
-    /// The MAC defaults to a locally administered one derived from NAME.
+    /// A virtio-net interface (eth0 in the guest) on a host tap device: tap=NAME[,mac=MAC]; or
+    /// user-mode NAT through passt, no root needed: user[,mac=MAC][,hostfwd=tcp:[ADDR:]HPORT-GPORT]...
+    /// (udp: too). The MAC defaults to a locally administered one derived from NAME (or "user").
     #[arg(long, value_name = "SPEC")]
     pub net: Option<String>,
     /// A virtio-vsock device: cid=N,uds=PATH (CID 3 or more). Host programs reach guest port P
@@ -297,30 +298,65 @@ fn parse_drive(spec: &str, index: usize) -> Result<DriveConfig, CliError> {
     })
 }
 
-/// Parses `tap=NAME[,mac=MAC]` (--net).
+/// Parses `tap=NAME[,mac=MAC]` or `user[,mac=MAC][,hostfwd=..]...` (--net).
 fn parse_net(spec: &str) -> Result<NetConfig, CliError> {
     let bad = |why: String| {
         CliError(format!(
-            "--net '{spec}': {why} (expected tap=NAME[,mac=02:xx:xx:xx:xx:xx])"
+            "--net '{spec}': {why} (expected tap=NAME[,mac=02:xx:xx:xx:xx:xx] or \
+             user[,mac=..][,hostfwd=tcp:[ADDR:]HOSTPORT-GUESTPORT]...)"
         ))
     };
-    let (mut tap, mut mac) = (None, None);
+    let (mut tap, mut user, mut mac, mut forwards) = (None, false, None, Vec::new());
     for part in spec.split(',') {
         match part.split_once('=') {
             Some(("tap", t)) if !t.is_empty() && t.len() < 16 && !t.contains(['/', ' ']) => {
                 tap = Some(t.to_string());
             }
+            None if part == "user" => user = true,
             Some(("mac", m)) => {
                 // The guest's own address must be unicast (low bit of the first byte clear).
                 let parsed = parse_mac(m).filter(|b| b[0] & 1 == 0);
                 mac = Some(parsed.ok_or_else(|| bad(format!("bad MAC '{m}' (want unicast aa:bb:cc:dd:ee:ff)")))?);
             }
+            Some(("hostfwd", f)) => forwards.push(parse_hostfwd(f).ok_or_else(|| bad(format!("bad hostfwd '{f}'")))?),
             _ => return Err(bad(format!("unknown or invalid option '{part}'"))),
         }
     }
-    let tap = tap.ok_or_else(|| bad("no tap".into()))?;
-    let mac = mac.unwrap_or_else(|| vmm::config::default_mac(&tap));
-    Ok(NetConfig { tap, mac })
+    let backend = match (tap, user) {
+        (Some(t), false) if forwards.is_empty() => NetBackend::Tap(t),
+        (Some(_), false) => return Err(bad("hostfwd needs user".into())),
+        (None, true) => NetBackend::User { forwards },
+        (Some(_), true) => return Err(bad("tap and user exclude each other".into())),
+        (None, false) => return Err(bad("no tap=NAME or user".into())),
+    };
+    let name = match &backend {
+        NetBackend::Tap(t) => t.as_str(),
+        NetBackend::User { .. } => "user",
+    };
+    let mac = mac.unwrap_or_else(|| vmm::config::default_mac(name));
+    Ok(NetConfig { backend, mac })
+}
+
+/// `tcp:[ADDR:]HOSTPORT-GUESTPORT` or `udp:..` (ports 1..=65535, ADDR an IPv4 address).
+fn parse_hostfwd(s: &str) -> Option<PortForward> {
+    let (proto, rest) = s.split_once(':')?;
+    let protocol = match proto {
+        "tcp" => ForwardProtocol::Tcp,
+        "udp" => ForwardProtocol::Udp,
+        _ => return None,
+    };
+    let (host, guest) = rest.split_once('-')?;
+    let (host_addr, host_port) = match host.rsplit_once(':') {
+        Some((a, p)) => (Some(a.parse().ok()?), p),
+        None => (None, host),
+    };
+    let port = |p: &str| p.parse::<u16>().ok().filter(|&p| p != 0);
+    Some(PortForward {
+        protocol,
+        host_addr,
+        host_port: port(host_port)?,
+        guest_port: port(guest)?,
+    })
 }
 
 /// Parses `cid=N,uds=PATH` (--vsock).
@@ -432,7 +468,7 @@ mod tests {
     #[test]
     fn net_specs() {
         let n = parse_net("tap=hnet0,mac=02:aa:bb:cc:dd:0e").unwrap();
-        assert_eq!(n.tap, "hnet0");
+        assert_eq!(n.backend, NetBackend::Tap("hnet0".into()));
         assert_eq!(n.mac, [2, 0xaa, 0xbb, 0xcc, 0xdd, 0x0e]);
         assert_eq!(parse_net("tap=t1").unwrap().mac, parse_net("tap=t1").unwrap().mac);
         for bad in [
@@ -442,9 +478,47 @@ mod tests {
             "tap=x,mac=01:00:00:00:00:00",
             "tap=x,mac=02:00",
             "tap=x,y",
+            "tap=x,hostfwd=tcp:1-2",
+            "tap=x,user",
+            "user,hostfwd=tcp:80",
+            "user,hostfwd=tcp:0-80",
+            "user,hostfwd=tcp:8080-65536",
+            "user,hostfwd=sctp:1-2",
+            "user,hostfwd=tcp:localhost:1-2",
+            "user,hostfwd=tcp:::1:1-2",
         ] {
             let e = parse_net(bad).unwrap_err().to_string();
             assert!(e.starts_with(&format!("--net '{bad}'")), "{e}");
         }
+    }
+
+    #[test]
+    fn user_net_specs() {
+        let n = parse_net("user").unwrap();
+        assert_eq!(n.backend, NetBackend::User { forwards: vec![] });
+        assert_eq!(n.mac, vmm::config::default_mac("user"));
+        let n = parse_net("user,mac=02:00:00:00:00:07,hostfwd=tcp:2222-22,hostfwd=udp:127.0.0.1:5353-53").unwrap();
+        assert_eq!(n.mac, [2, 0, 0, 0, 0, 7]);
+        let NetBackend::User { forwards } = n.backend else {
+            panic!("not user")
+        };
+        assert_eq!(
+            forwards,
+            vec![
+                PortForward {
+                    protocol: ForwardProtocol::Tcp,
+                    host_addr: None,
+                    host_port: 2222,
+                    guest_port: 22
+                },
+                PortForward {
+                    protocol: ForwardProtocol::Udp,
+                    host_addr: Some(std::net::Ipv4Addr::LOCALHOST),
+                    host_port: 5353,
+                    guest_port: 53
+                },
+            ]
+        );
+        assert_eq!(forwards[1].to_string(), "udp:127.0.0.1:5353-53");
     }
 }

@@ -156,7 +156,7 @@ pub fn restore(args: RestoreArgs, started: Instant) -> Result<u8> {
         snap.config.track_dirty_pages |= track;
         if let Some(t) = tap {
             match &mut snap.config.net {
-                Some(n) => n.tap = t,
+                Some(n) => n.backend = vmm::config::NetBackend::Tap(t),
                 None => return Err("--tap: the snapshot has no network interface".into()),
             }
         }

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use devices::legacy::serial::SerialSnapshot;
 use devices::legacy::{i8042, serial, SerialConsole, I8042};
 use devices::rate_limiter::{Limits, MonotonicClock};
-use devices::virtio::net::Tap;
+use devices::virtio::net::{Passt, Tap};
 use devices::virtio::{Block, Net, Rng, Vsock};
 use devices::EventFdTrigger;
 use virtio::{MmioTransport, TransportState, VirtioDevice, VirtioInterrupt, MMIO_LEN, NOTIFY_OFFSET};
@@ -19,7 +19,9 @@ use vmm_sys_util::eventfd::EventFd;
 
 use crate::arch::layout::{IOAPIC_PINS, MMIO_DEVICES_START};
 use crate::arch::{boot, mptable};
-use crate::config::{check_memory, check_vcpus, host_ram_mib, ConfigError, DriveConfig, NetConfig, VmConfig};
+use crate::config::{
+    check_memory, check_vcpus, host_ram_mib, ConfigError, DriveConfig, NetBackend, NetConfig, VmConfig,
+};
 use crate::loader::{self, KernelEntry, LoadError};
 use crate::machine::{ApStart, Machine, MachineError, VcpuStart, VirtioSlot};
 use crate::vmm::{Console, EventHandler, Vmm};
@@ -59,6 +61,8 @@ pub enum BuildError {
     Net(#[from] devices::virtio::net::NetError),
     #[error(transparent)]
     Vsock(#[from] devices::virtio::vsock::VsockError),
+    #[error("--net user")]
+    Passt(#[from] devices::virtio::net::PasstError),
     #[error("too many virtio devices: interrupt lines {first}..{last} are all taken")]
     TooManyDevices { first: u32, last: u32 },
     #[error("cannot restore the snapshot: {0}")]
@@ -225,7 +229,11 @@ fn attach_virtio_devices(
     }
     if let Some(net) = &config.net {
         let dev = open_net(net)?;
-        machine.devices.metrics.nets.push((net.tap.clone(), dev.metrics()));
+        let name = match &net.backend {
+            crate::config::NetBackend::Tap(tap) => tap.clone(),
+            crate::config::NetBackend::User { .. } => "user".to_string(),
+        };
+        machine.devices.metrics.nets.push((name, dev.metrics()));
         let net = Arc::new(Mutex::new(dev));
         let fd = net.lock().unwrap_or_else(|e| e.into_inner()).backend_fd();
         if let Some(fd) = fd {
@@ -307,14 +315,20 @@ impl EventHandler for BlockRateLimitTimer {
 }
 
 fn open_net(net: &NetConfig) -> Result<Net, BuildError> {
-    let tap = Tap::open(&net.tap).map_err(|source| BuildError::TapOpen {
-        name: net.tap.clone(),
-        source,
-    })?;
-    Ok(Net::new(Box::new(tap), net.mac)?)
+    let backend: Box<dyn devices::virtio::net::Backend> = match &net.backend {
+        NetBackend::Tap(name) => Box::new(Tap::open(name).map_err(|source| BuildError::TapOpen {
+            name: name.clone(),
+            source,
+        })?),
+        // Started from this (the main) thread, which outlives the VM: passt's parent-death
+        // signal follows the thread that spawned it.
+        NetBackend::User { forwards } => Box::new(Passt::spawn("passt", forwards)?),
+    };
+    Ok(Net::new(backend, net.mac)?)
 }
 
-/// Delivers frames arriving on a network device's host backend (the tap) to the guest.
+/// Delivers frames arriving on a network device's host backend (tap or passt) to the guest,
+/// and resumes transmit once passt took queued frames.
 struct NetBackendReady {
     /// Owned by the device, which this handler keeps alive.
     fd: RawFd,

@@ -6,6 +6,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::loader::BootProtocol;
 
+pub use devices::virtio::net::{PortForward, Protocol as ForwardProtocol};
+
 /// hearth's default command line for Linux guests (host-specific switches are added by the
 /// builder from [`crate::host::HostProfile`]). `reboot=k`: reset through the i8042, which ends
 /// the VM cleanly; `panic=-1`: reboot at once on panic instead of hanging.
@@ -25,7 +27,7 @@ pub struct VmConfig {
     pub drives: Vec<DriveConfig>,
     /// Attach a virtio-rng entropy device.
     pub rng: bool,
-    /// A virtio-net interface on a host tap device.
+    /// A virtio-net interface on a host tap device or on passt (user-mode NAT).
     pub net: Option<NetConfig>,
     /// KVM logs the guest's writes so that diff snapshots can be taken.
     #[serde(default)]
@@ -42,12 +44,20 @@ pub struct VsockConfig {
     pub uds: PathBuf,
 }
 
-/// One virtio-net interface backed by a host tap device.
+/// One virtio-net interface.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NetConfig {
-    /// The host's tap interface name (opened through /dev/net/tun).
-    pub tap: String,
+    pub backend: NetBackend,
     pub mac: [u8; 6],
+}
+
+/// Where a virtio-net interface's frames go on the host.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum NetBackend {
+    /// The host's tap interface of this name (opened through /dev/net/tun).
+    Tap(String),
+    /// A passt child process (no root needed), forwarding these host ports into the guest.
+    User { forwards: Vec<PortForward> },
 }
 
 /// One virtio-blk drive backed by a raw image file.

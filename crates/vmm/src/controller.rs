@@ -20,7 +20,7 @@ use api::models::vm_config::FullVmConfig;
 use api::{ApiFault, ApiReply, ApiRequest, ApiServer, Backend};
 
 use crate::builder::{build_linux, restore_linux, ConsoleIo};
-use crate::config::{default_mac, DriveConfig, NetConfig, VmConfig, VsockConfig, DEFAULT_CMDLINE};
+use crate::config::{default_mac, DriveConfig, NetBackend, NetConfig, VmConfig, VsockConfig, DEFAULT_CMDLINE};
 use crate::loader::BootProtocol;
 use crate::metrics::{exit_stats, Counted, Metrics};
 use crate::persist;
@@ -116,7 +116,7 @@ pub fn vm_config_from(full: &FullVmConfig) -> Result<VmConfig, ApiFault> {
     let net = match full.network_interfaces.as_slice() {
         [] => None,
         [iface] => Some(NetConfig {
-            tap: iface.host_dev_name.clone(),
+            backend: NetBackend::Tap(iface.host_dev_name.clone()),
             mac: match &iface.guest_mac {
                 Some(m) => parse_mac(m).ok_or_else(|| bad(format!("guest_mac '{m}' is not a MAC address")))?,
                 None => default_mac(&iface.host_dev_name),
@@ -180,9 +180,14 @@ pub fn full_config_from(c: &VmConfig) -> FullVmConfig {
         network_interfaces: c
             .net
             .iter()
-            .map(|n| NetworkInterface {
+            // The API describes tap interfaces only; `--net user` has no equivalent there.
+            .filter_map(|n| match &n.backend {
+                NetBackend::Tap(tap) => Some((n, tap)),
+                NetBackend::User { .. } => None,
+            })
+            .map(|(n, tap)| NetworkInterface {
                 iface_id: "eth0".into(),
-                host_dev_name: n.tap.clone(),
+                host_dev_name: tap.clone(),
                 guest_mac: Some(n.mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")),
                 mtu: None,
                 rx_rate_limiter: None,
@@ -303,7 +308,7 @@ impl PreBoot {
             }
             for o in &p.network_overrides {
                 match &mut snap.config.net {
-                    Some(n) => n.tap = o.host_dev_name.clone(),
+                    Some(n) => n.backend = NetBackend::Tap(o.host_dev_name.clone()),
                     None => {
                         return Err(format!(
                             "network override '{}': the snapshot has no network",

@@ -30,6 +30,11 @@ pub trait Backend: Send {
     fn recv(&mut self, buf: &mut [u8]) -> io::Result<Option<usize>>;
     /// Sends one frame.
     fn send(&mut self, frame: &[u8]) -> io::Result<()>;
+    /// Whether `send` can take a frame of any size now. While it cannot, the device leaves
+    /// transmit chains in the ring and tries again after the next event on `event_fd`.
+    fn tx_ready(&self) -> bool {
+        true
+    }
     /// An fd the event loop watches: readable when frames may have arrived.
     fn event_fd(&self) -> Option<RawFd> {
         None
@@ -48,6 +53,8 @@ pub struct Net {
     tx_buf: Vec<u8>,
     descs: Vec<Descriptor>,
     metrics: Arc<NetMetrics>,
+    /// Transmit stopped because the backend was not ready; resumed on its next event.
+    tx_stalled: bool,
 }
 
 impl Net {
@@ -67,6 +74,7 @@ impl Net {
             tx_buf: Vec::with_capacity(MAX_FRAME),
             descs: Vec::with_capacity(usize::from(QUEUE_SIZE)),
             metrics: Arc::default(),
+            tx_stalled: false,
         })
     }
 
@@ -80,9 +88,12 @@ impl Net {
         self.backend.event_fd()
     }
 
-    /// The backend's fd became readable: deliver what arrived.
+    /// The backend's fd became readable: deliver what arrived, and resume a stalled transmit.
     pub fn backend_event(&mut self) {
         self.backend.ack_event();
+        if self.tx_stalled && self.backend.tx_ready() {
+            self.process_tx();
+        }
         self.process_rx();
     }
 
@@ -151,13 +162,27 @@ impl Net {
         }
     }
 
+    /// Sends every available transmit chain, or as many as the backend takes now.
     fn process_tx(&mut self) {
-        let backend = &mut self.backend;
-        let buf = &mut self.tx_buf;
+        let mut used_any = false;
         let m = &self.metrics;
-        self.common.process_queue(TX, &mut self.descs, |mem, descs| {
-            match read_tx_frame(mem, descs, buf) {
-                Some(frame) => match backend.send(frame) {
+        loop {
+            self.tx_stalled = !self.backend.tx_ready();
+            if self.tx_stalled {
+                break;
+            }
+            let Some(active) = self.common.active() else { break };
+            let Some(q) = active.queues.get_mut(TX) else { break };
+            let head = match pop_chain(q, &active.mem, &mut self.descs) {
+                Ok(Some(head)) => head,
+                Ok(None) => break,
+                Err(e) => {
+                    self.common.fail(format_args!("transmit queue: {e}"));
+                    break;
+                }
+            };
+            match read_tx_frame(&active.mem, &self.descs, &mut self.tx_buf) {
+                Some(frame) => match self.backend.send(frame) {
                     Ok(()) => {
                         m.tx_packets_count.inc();
                         m.tx_bytes_count.add(u64::try_from(frame.len()).unwrap_or(0));
@@ -172,8 +197,17 @@ impl Net {
                     ::virtio::guest_warn(format_args!("virtio-net: malformed transmit chain dropped"))
                 }
             }
-            0
-        });
+            if let Err(e) = q.add_used(&active.mem, head, 0) {
+                self.common.fail(format_args!("cannot add to the used ring: {e}"));
+                break;
+            }
+            used_any = true;
+        }
+        if used_any {
+            if let Some(active) = self.common.active() {
+                active.interrupt.signal_used();
+            }
+        }
     }
 }
 

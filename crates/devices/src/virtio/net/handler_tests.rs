@@ -4,6 +4,7 @@
 
 use std::collections::VecDeque;
 use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use ::virtio::interrupt::CountingTrigger;
@@ -24,6 +25,8 @@ const F_WRITE: u16 = VRING_DESC_F_WRITE as u16;
 struct Mock {
     incoming: Arc<Mutex<VecDeque<Vec<u8>>>>,
     sent: Arc<Mutex<Vec<Vec<u8>>>>,
+    /// Makes `tx_ready` false, as a full passt stream does.
+    stalled: Arc<AtomicBool>,
 }
 
 impl Backend for Mock {
@@ -34,8 +37,12 @@ impl Backend for Mock {
         }))
     }
     fn send(&mut self, frame: &[u8]) -> io::Result<()> {
+        assert!(!self.stalled.load(Ordering::SeqCst), "send while not ready");
         self.sent.lock().unwrap().push(frame.to_vec());
         Ok(())
+    }
+    fn tx_ready(&self) -> bool {
+        !self.stalled.load(Ordering::SeqCst)
     }
 }
 
@@ -185,4 +192,39 @@ fn a_bad_chain_needs_reset_not_a_panic() {
     s.net.backend_event();
     assert!(s.net.common().is_broken());
     assert_eq!(s.rxq.used().idx().load(), 0);
+}
+
+#[test]
+fn transmit_waits_while_the_backend_is_full_and_resumes_on_its_event() {
+    let m = mem();
+    let mut s = setup(&m);
+    m.write_slice(b"first", GuestAddress(0x8000 + HDR_LEN as u64)).unwrap();
+    m.write_slice(b"second", GuestAddress(0x9000 + HDR_LEN as u64)).unwrap();
+    s.txq
+        .add_desc_chains(
+            &[
+                desc(0x8000, HDR_LEN as u32 + 5, 0, 0),
+                desc(0x9000, HDR_LEN as u32 + 6, 0, 0),
+            ],
+            0,
+        )
+        .unwrap();
+    s.mock.stalled.store(true, Ordering::SeqCst);
+    s.net.process_queue(TX);
+    // Nothing taken off the ring: the chains wait for the backend.
+    assert_eq!(s.txq.used().idx().load(), 0);
+    assert!(s.mock.sent.lock().unwrap().is_empty());
+    // Another kick while still full changes nothing.
+    s.net.process_queue(TX);
+    assert_eq!(s.txq.used().idx().load(), 0);
+    // The backend drained: its event resumes transmit without a new kick.
+    s.mock.stalled.store(false, Ordering::SeqCst);
+    s.net.backend_event();
+    assert_eq!(s.txq.used().idx().load(), 2);
+    assert_eq!(
+        *s.mock.sent.lock().unwrap(),
+        vec![b"first".to_vec(), b"second".to_vec()]
+    );
+    assert_eq!(s.irq.count(), 1);
+    assert!(!s.net.common().is_broken());
 }
