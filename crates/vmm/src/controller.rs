@@ -137,6 +137,12 @@ pub fn vm_config_from(full: &FullVmConfig) -> Result<VmConfig, ApiFault> {
             cid: u64::from(v.guest_cid),
             uds: PathBuf::from(&v.uds_path),
         }),
+        balloon: full.balloon.as_ref().map(|b| crate::config::BalloonConfig {
+            amount_mib: b.amount_mib,
+            deflate_on_oom: b.deflate_on_oom,
+            stats_polling_interval_s: b.stats_polling_interval_s,
+            free_page_reporting: b.free_page_reporting,
+        }),
     })
 }
 

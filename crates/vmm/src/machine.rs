@@ -116,6 +116,8 @@ pub struct DeviceHandles {
     pub serial: Option<Arc<Mutex<SerialConsole>>>,
     /// In attach order (= MMIO address order).
     pub virtio: Vec<VirtioSlot>,
+    /// The balloon's control handle (target, statistics), if the VM has one.
+    pub balloon: Option<devices::virtio::BalloonHandle>,
 }
 
 impl Machine {

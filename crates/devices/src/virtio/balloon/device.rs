@@ -33,7 +33,7 @@ const CONFIG_LEN: usize = 16;
 const ACTUAL: std::ops::Range<usize> = 4..8;
 
 /// What the balloon is asked to be (the CLI's `--balloon`, Firecracker's `PUT /balloon`).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct BalloonConfig {
     /// Target size: guest memory the balloon should hold, in MiB.
     pub amount_mib: u32,
@@ -349,7 +349,15 @@ impl VirtioDevice for Balloon {
         self.layout = QueueLayout::for_features(self.acked_features());
         self.stats_head = None;
         self.config[ACTUAL].fill(0);
-        self.store_activation(activated)
+        self.store_activation(activated)?;
+        // Linux primes the stats queue and kicks it before DRIVER_OK (init_vqs), when the
+        // device ignores kicks: look at that queue again now, on the event loop.
+        if let Some(evt) = self.layout.stats.and_then(|i| self.queue_evts().get(i)) {
+            if let Err(e) = evt.write(1) {
+                log::warn!("virtio-balloon: cannot schedule the stats queue: {e}");
+            }
+        }
+        Ok(())
     }
 }
 

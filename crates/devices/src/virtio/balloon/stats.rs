@@ -25,7 +25,7 @@ pub const S_HTLB_PGFAIL: u16 = 9;
 
 /// The balloon's size and the guest's last reported statistics. Memory amounts are in bytes
 /// (as the guest reports them); a statistic the guest did not send is `None`.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct BalloonStats {
     /// Target size of the balloon, in 4 KiB pages and in MiB.
     pub target_pages: u32,
