@@ -336,6 +336,10 @@ impl VirtioDevice for Balloon {
     }
 
     fn process_queue(&mut self, index: usize) {
+        // Linux kicks the stats queue before DRIVER_OK; `activate` looks at it again.
+        if !self.common.is_active() {
+            return;
+        }
         match index {
             INFLATE | DEFLATE => self.process_inflate_deflate(index),
             i if Some(i) == self.layout.stats => self.process_stats(i),
