@@ -5,7 +5,9 @@ use std::time::{Duration, Instant};
 
 use api::models::net::parse_mac;
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use vmm::config::{DriveConfig, ForwardProtocol, NetBackend, NetConfig, PortForward, VsockConfig, DEFAULT_CMDLINE};
+use vmm::config::{
+    BalloonConfig, DriveConfig, ForwardProtocol, NetBackend, NetConfig, PortForward, VsockConfig, DEFAULT_CMDLINE,
+};
 use vmm::controller::full_config_from;
 use vmm::loader::BootProtocol;
 use vmm::VmConfig;
@@ -158,6 +160,11 @@ pub struct RunArgs {
     /// to the Unix socket PATH_P.
     #[arg(long, value_name = "SPEC")]
     pub vsock: Option<String>,
+    /// A virtio-balloon: target_mib=N[,deflate_on_oom][,stats_interval_s=S][,free_page_reporting].
+    /// The guest gives N MiB back to the host; S > 0 polls its memory statistics every S seconds
+    /// (printed with --stats); free_page_reporting releases memory the guest frees.
+    #[arg(long, value_name = "SPEC")]
+    pub balloon: Option<String>,
     /// Stop the VM after this many seconds (exit code 5).
     #[arg(long, value_name = "SECS")]
     pub timeout: Option<f64>,
@@ -266,6 +273,7 @@ fn resolve(args: &RunArgs) -> Result<VmConfig, CliError> {
         net: args.net.as_deref().map(parse_net).transpose()?,
         track_dirty_pages: args.track_dirty_pages,
         vsock: args.vsock.as_deref().map(parse_vsock).transpose()?,
+        balloon: args.balloon.as_deref().map(parse_balloon).transpose()?,
     })
 }
 
@@ -378,6 +386,30 @@ fn parse_vsock(spec: &str) -> Result<VsockConfig, CliError> {
     Ok(VsockConfig { cid, uds })
 }
 
+/// Parses `target_mib=N[,deflate_on_oom][,stats_interval_s=S][,free_page_reporting]` (--balloon).
+fn parse_balloon(spec: &str) -> Result<BalloonConfig, CliError> {
+    let bad = |why: String| {
+        CliError(format!(
+            "--balloon '{spec}': {why} (expected target_mib=N[,deflate_on_oom][,stats_interval_s=S][,free_page_reporting])"
+        ))
+    };
+    let mut cfg = BalloonConfig::default();
+    let mut target = None;
+    for part in spec.split(',') {
+        match part.split_once('=') {
+            Some(("target_mib", n)) => target = Some(n.parse().map_err(|_| bad(format!("bad target_mib '{n}'")))?),
+            Some(("stats_interval_s", s)) => {
+                cfg.stats_polling_interval_s = s.parse().map_err(|_| bad(format!("bad stats_interval_s '{s}'")))?;
+            }
+            None if part == "deflate_on_oom" => cfg.deflate_on_oom = true,
+            None if part == "free_page_reporting" => cfg.free_page_reporting = true,
+            _ => return Err(bad(format!("unknown option '{part}'"))),
+        }
+    }
+    cfg.amount_mib = target.ok_or_else(|| bad("no target_mib".into()))?;
+    Ok(cfg)
+}
+
 fn check_drive(d: &DriveConfig) -> Result<(), CliError> {
     let what = format!("drive '{}'", d.id);
     check_readable(&d.path, &what)?;
@@ -442,6 +474,32 @@ mod tests {
         ] {
             let e = parse_drive(bad, 0).unwrap_err().to_string();
             assert!(e.starts_with(&format!("--drive '{bad}'")), "{e}");
+        }
+    }
+
+    #[test]
+    fn balloon_specs() {
+        let b = parse_balloon("target_mib=64,deflate_on_oom,stats_interval_s=2,free_page_reporting").unwrap();
+        assert_eq!(
+            b,
+            BalloonConfig {
+                amount_mib: 64,
+                deflate_on_oom: true,
+                stats_polling_interval_s: 2,
+                free_page_reporting: true
+            }
+        );
+        assert_eq!(parse_balloon("target_mib=0").unwrap(), BalloonConfig::default());
+        for bad in [
+            "",
+            "deflate_on_oom",
+            "target_mib=-1",
+            "target_mib=x",
+            "target_mib=1,stats_interval_s=70000",
+            "target_mib=1,oom",
+        ] {
+            let e = parse_balloon(bad).unwrap_err().to_string();
+            assert!(e.starts_with(&format!("--balloon '{bad}'")), "{e}");
         }
     }
 

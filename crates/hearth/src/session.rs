@@ -75,6 +75,7 @@ pub fn drive(mut vmm: Vmm, opts: &RunOpts, mut api: Option<ApiController>) -> u8
     if let Some(a) = &api {
         a.metrics.attach(&mut vmm, &a.config);
     }
+    let balloon = vmm.devices().balloon.clone();
     let summary = {
         let _raw = RawTerminal::enter();
         let ctl = api.as_mut().map(|c| c as &mut dyn vmm::vmm::Controller);
@@ -101,6 +102,9 @@ pub fn drive(mut vmm: Vmm, opts: &RunOpts, mut api: Option<ApiController>) -> u8
     }
     if opts.stats {
         print_stats(&summary, opts.started);
+        if let Some(b) = &balloon {
+            print_balloon(b);
+        }
     }
     if let Some(kernel) = &opts.profile_kernel {
         let symbols = vmm::profile::SymbolTable::from_elf(kernel);
@@ -117,6 +121,21 @@ pub fn drive(mut vmm: Vmm, opts: &RunOpts, mut api: Option<ApiController>) -> u8
         );
     }
     code
+}
+
+/// One line: the balloon's size and the guest's last statistics (parsed by tests/virtio_balloon.rs).
+fn print_balloon(b: &vmm::BalloonHandle) {
+    let c = b.counters();
+    let stats = b
+        .stats()
+        .map_or_else(|| "no statistics received".to_string(), |s| s.summary());
+    eprintln!(
+        "balloon: {stats}; inflated {} pages, deflated {}, reported {:.1} MiB free, {} statistics updates",
+        c.inflated_pages,
+        c.deflated_pages,
+        c.reported_bytes as f64 / 1048576.0,
+        c.stats_updates
+    );
 }
 
 fn print_stats(summary: &vmm::RunSummary, started: Instant) {

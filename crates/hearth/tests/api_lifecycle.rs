@@ -126,6 +126,9 @@ fn configure_boot_pause_resume_and_power_off_over_the_api() {
     expect(&sock, "PUT", "/drives/data", Some(&drive), 204);
     expect(&sock, "PUT", "/drives/other", Some(&drive), 400); // path id != body id
     expect(&sock, "PUT", "/entropy", Some("{}"), 204);
+    expect(&sock, "PATCH", "/balloon", Some(r#"{"amount_mib": 16}"#), 400); // not before boot
+    let balloon = r#"{"amount_mib": 0, "deflate_on_oom": false, "stats_polling_interval_s": 1}"#;
+    expect(&sock, "PUT", "/balloon", Some(balloon), 204);
     let config = expect(&sock, "GET", "/vm/config", None, 200);
     assert!(config.contains("\"data\"") && config.contains("vmlinux"), "{config}");
 
@@ -164,6 +167,20 @@ fn configure_boot_pause_resume_and_power_off_over_the_api() {
     assert!(expect(&sock, "GET", "/", None, 200).contains("Paused"));
     expect(&sock, "PATCH", "/vm", Some(r#"{"state": "Resumed"}"#), 204);
     assert!(expect(&sock, "GET", "/", None, 200).contains("Running"));
+
+    // Inflate the balloon while the guest runs: the driver gives 16 MiB back.
+    expect(&sock, "PATCH", "/balloon", Some(r#"{"amount_mib": 16}"#), 204);
+    assert!(expect(&sock, "GET", "/balloon", None, 200).contains("\"amount_mib\":16"));
+    let inflated = Instant::now();
+    loop {
+        let (code, stats) = call(&sock, "GET", "/balloon/statistics", None);
+        if code == 200 && stats.contains("\"actual_mib\":16") {
+            assert!(stats.contains("\"target_mib\":16"), "{stats}");
+            break;
+        }
+        assert!(inflated.elapsed() < Duration::from_secs(300), "balloon never reached 16 MiB: {code} {stats}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
 
     // Bad input while running: each gets its 4xx, the VM is not disturbed.
     expect(&sock, "PATCH", "/vm", Some(r#"{"state": "#), 400);

@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use devices::legacy::serial::SerialSnapshot;
 use devices::legacy::{i8042, serial, SerialConsole, I8042};
 use devices::rate_limiter::{Limits, MonotonicClock};
+use devices::virtio::balloon::{Balloon, BalloonHandle};
 use devices::virtio::net::{Passt, Tap};
 use devices::virtio::{Block, Net, Rng, Vsock};
 use devices::EventFdTrigger;
@@ -63,6 +64,8 @@ pub enum BuildError {
     Vsock(#[from] devices::virtio::vsock::VsockError),
     #[error("--net user")]
     Passt(#[from] devices::virtio::net::PasstError),
+    #[error(transparent)]
+    Balloon(#[from] devices::virtio::balloon::BalloonError),
     #[error("too many virtio devices: interrupt lines {first}..{last} are all taken")]
     TooManyDevices { first: u32, last: u32 },
     #[error("cannot restore the snapshot: {0}")]
@@ -203,7 +206,7 @@ fn with_kernel_args(cmdline: &str, args: &[String]) -> String {
 }
 
 /// Creates the virtio devices the config asks for (drives in order, the entropy device, the
-/// network interface, then the vsock device), puts each on the MMIO bus — in the state `saved`
+/// network interface, the vsock device, then the balloon), puts each on the MMIO bus — in the state `saved`
 /// gives, when restoring a snapshot — and returns the kernel command-line entries that announce
 /// them.
 fn attach_virtio_devices(
@@ -246,6 +249,15 @@ fn attach_virtio_devices(
         let fd = vsock.lock().unwrap_or_else(|e| e.into_inner()).backend_fd();
         machine.add_event_handler(Box::new(VsockBackendReady { fd, dev: vsock.clone() }));
         devices.push(vsock);
+    }
+    if let Some(cfg) = &config.balloon {
+        let guest_mib = u32::try_from(config.mem_mib).unwrap_or(u32::MAX);
+        let balloon = BalloonHandle::new(Balloon::new(cfg.clone(), guest_mib)?);
+        let dev = balloon.device();
+        let fd = dev.lock().unwrap_or_else(|e| e.into_inner()).timer_fd();
+        machine.add_event_handler(Box::new(BalloonStatsTimer { fd, dev: dev.clone() }));
+        devices.push(dev);
+        machine.devices.balloon = Some(balloon);
     }
     if let Some(saved) = saved {
         if saved.len() != devices.len() {
@@ -341,6 +353,22 @@ impl EventHandler for NetBackendReady {
     }
     fn on_readable(&mut self) {
         self.dev.lock().unwrap_or_else(|e| e.into_inner()).backend_event();
+    }
+}
+
+/// Asks the balloon's driver for fresh statistics when the polling timer expires.
+struct BalloonStatsTimer {
+    /// Owned by the device, which this handler keeps alive.
+    fd: RawFd,
+    dev: Arc<Mutex<Balloon>>,
+}
+
+impl EventHandler for BalloonStatsTimer {
+    fn fd(&self) -> RawFd {
+        self.fd
+    }
+    fn on_readable(&mut self) {
+        self.dev.lock().unwrap_or_else(|e| e.into_inner()).stats_timer_fired();
     }
 }
 

@@ -4,6 +4,8 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+pub use devices::virtio::balloon::BalloonConfig;
+
 use crate::loader::BootProtocol;
 
 pub use devices::virtio::net::{PortForward, Protocol as ForwardProtocol};
@@ -34,6 +36,9 @@ pub struct VmConfig {
     pub track_dirty_pages: bool,
     /// A virtio-vsock device with a Unix-socket host side.
     pub vsock: Option<VsockConfig>,
+    /// A virtio-balloon device.
+    #[serde(default)]
+    pub balloon: Option<BalloonConfig>,
 }
 
 /// The virtio-vsock device: the guest's CID and the Unix socket host programs connect to

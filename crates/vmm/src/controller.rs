@@ -84,8 +84,8 @@ pub fn vm_config_from(full: &FullVmConfig) -> Result<VmConfig, ApiFault> {
     if full.mmds_config.is_some() {
         return Err(not_yet("MMDS"));
     }
-    if full.balloon.is_some() {
-        return Err(not_yet("the balloon through the API"));
+    if full.balloon.as_ref().is_some_and(|b| b.free_page_hinting) {
+        return Err(not_yet("balloon free page hinting (free page reporting is supported)"));
     }
     let mut cmdline = boot.boot_args.clone().unwrap_or_else(|| DEFAULT_CMDLINE.to_string());
     let mut drives = Vec::new();
@@ -139,6 +139,12 @@ pub fn vm_config_from(full: &FullVmConfig) -> Result<VmConfig, ApiFault> {
         vsock: full.vsock.as_ref().map(|v| VsockConfig {
             cid: u64::from(v.guest_cid),
             uds: PathBuf::from(&v.uds_path),
+        }),
+        balloon: full.balloon.as_ref().map(|b| crate::config::BalloonConfig {
+            amount_mib: b.amount_mib,
+            deflate_on_oom: b.deflate_on_oom,
+            stats_polling_interval_s: b.stats_polling_interval_s,
+            free_page_reporting: b.free_page_reporting,
         }),
     })
 }
@@ -428,8 +434,19 @@ impl Backend for PreBoot {
                 c.vsock = Some(v);
                 Ok(ApiReply::NoContent)
             }
-            ApiRequest::PutBalloon(_) => Err(not_yet("the balloon through the API")),
-            ApiRequest::GetBalloon | ApiRequest::GetBalloonStatistics => Err(bad("No balloon device is configured.")),
+            ApiRequest::PutBalloon(b) => {
+                c.balloon = Some(b);
+                Ok(ApiReply::NoContent)
+            }
+            ApiRequest::GetBalloon => match &c.balloon {
+                Some(b) => ApiReply::json(b),
+                None => Err(no_balloon()),
+            },
+            ApiRequest::GetBalloonStatistics => Err(if c.balloon.is_some() {
+                before_boot()
+            } else {
+                no_balloon()
+            }),
             ApiRequest::PatchBalloon(_) | ApiRequest::PatchBalloonStatistics(_) => Err(before_boot()),
             ApiRequest::PutActions(a) => match a.action_type {
                 ActionType::InstanceStart => self.start().map(|()| ApiReply::NoContent),
@@ -446,6 +463,10 @@ impl Backend for PreBoot {
             other => unsupported(&other),
         }
     }
+}
+
+fn no_balloon() -> ApiFault {
+    bad("No balloon device is configured.")
 }
 
 fn before_boot_patch() -> Result<ApiReply, ApiFault> {
@@ -547,7 +568,45 @@ impl Backend for Runtime<'_> {
             | ApiRequest::PutMetrics(_)
             | ApiRequest::PutMmdsConfig(_)
             | ApiRequest::PutCpuConfig(_) => Err(after_boot()),
-            ApiRequest::GetBalloon | ApiRequest::GetBalloonStatistics => Err(bad("No balloon device is configured.")),
+            ApiRequest::GetBalloon => {
+                let h = self.vmm.devices().balloon.as_ref().ok_or_else(no_balloon)?;
+                let cfg = h.config();
+                ApiReply::json(&api::models::balloon::Balloon {
+                    amount_mib: cfg.amount_mib,
+                    deflate_on_oom: cfg.deflate_on_oom,
+                    stats_polling_interval_s: cfg.stats_polling_interval_s,
+                    free_page_hinting: false,
+                    free_page_reporting: cfg.free_page_reporting,
+                })
+            }
+            ApiRequest::PatchBalloon(u) => {
+                let h = self.vmm.devices().balloon.as_ref().ok_or_else(no_balloon)?;
+                h.set_target_mib(u.amount_mib)
+                    .map(|()| ApiReply::NoContent)
+                    .map_err(|e| bad(format!("Cannot set the balloon target: {}", chain(&e))))
+            }
+            ApiRequest::PatchBalloonStatistics(u) => {
+                let h = self.vmm.devices().balloon.as_ref().ok_or_else(no_balloon)?;
+                h.set_stats_interval(u.stats_polling_interval_s)
+                    .map(|()| ApiReply::NoContent)
+                    .map_err(|e| bad(format!("Cannot change the statistics interval: {}", chain(&e))))
+            }
+            ApiRequest::GetBalloonStatistics => {
+                let h = self.vmm.devices().balloon.as_ref().ok_or_else(no_balloon)?;
+                match h.stats() {
+                    Some(st) => {
+                        // Counters the guest did not report are left out, as in Firecracker.
+                        let mut v = serde_json::to_value(&st).map_err(|e| ApiFault::new(500, e.to_string()))?;
+                        if let Some(m) = v.as_object_mut() {
+                            m.retain(|_, x| !x.is_null());
+                        }
+                        Ok(ApiReply::Json(v))
+                    }
+                    None => Err(bad(
+                        "Statistics are not enabled (stats_polling_interval_s is 0) or none arrived yet.",
+                    )),
+                }
+            }
             other => unsupported(&other),
         }
     }

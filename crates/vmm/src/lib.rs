@@ -26,5 +26,6 @@ pub mod vstate;
 
 pub use builder::{build_linux, restore_linux, BuildError, ConsoleIo};
 pub use config::VmConfig;
+pub use devices::virtio::BalloonHandle;
 pub use machine::{ApStart, Machine, MachineError};
 pub use vmm::{Console, RunSummary, VmExit, Vmm};

@@ -118,6 +118,8 @@ pub struct DeviceHandles {
     pub virtio: Vec<VirtioSlot>,
     /// The devices' counters (see `crate::metrics`).
     pub metrics: crate::metrics::DeviceMetrics,
+    /// The balloon's control handle (target, statistics), if the VM has one.
+    pub balloon: Option<devices::virtio::BalloonHandle>,
 }
 
 impl Machine {
