@@ -290,7 +290,11 @@ def main():
     work = Path(a.workdir) if a.workdir else B.repo_root() / "target" / "bench-snapshot"
     work.mkdir(parents=True, exist_ok=True)
     sizes = [int(s) for s in a.sizes.split(",") if s]
-    res = dict(sizes=[], clones=None, qemu=None)
+    commit = subprocess.run(["git", "-C", str(B.repo_root()), "rev-parse", "--short", "HEAD"],
+                            capture_output=True, text=True).stdout.strip()
+    res = dict(sizes=[], clones=None, qemu=None,
+               session=f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, hearth {commit or '?'}, "
+                       f"load average at start {' '.join(Path('/proc/loadavg').read_text().split()[:3])}")
     for mem in sizes:
         print(f"[snapshot] {mem} MiB: boot, snapshot", file=sys.stderr)
         snap = hearth_snapshot(hearth, kernel, initrd, mem, work, a.boot_timeout)
@@ -314,7 +318,8 @@ def main():
 
 
 def render(res, a):
-    L = [f"1 vCPU; restores run one at a time with the memory file in the page cache; medians of {a.runs} runs "
+    L = [f"Session: {res['session']} (the host is shared: other engineers' VMs ran at the same time).", "",
+         f"1 vCPU; restores run one at a time with the memory file in the page cache; medians of {a.runs} runs "
          "(every run listed). Guest: the default guest's shell printing `tick-N` every ~50 ms.", ""]
     L += ["| guest RAM | snapshot create (PUT, ms) | state file | memory file (apparent / allocated) | "
           "restored, hearth (ms) | first KVM_RUN after start (ms) | first console line after spawn (ms) | count continued |",

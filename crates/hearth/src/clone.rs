@@ -16,9 +16,11 @@
 //! running. If one fails to start, the ones already started are stopped and it exits 1.
 //!
 //! What a clone's guest does NOT learn: it keeps the MAC its driver read at boot (the device
-//! reports the new one in its config space, but Linux reads it only at probe), and nothing tells
-//! it that it was cloned — no VM generation ID device (Linux's vmgenid driver needs ACPI, which
-//! hearth's guests lack), so its RNG state and identifiers are the snapshot's.
+//! reports the new one in its config space, but Linux reads it only at probe: a guest agent can
+//! re-probe by unbinding and binding the device in /sys/bus/virtio/drivers/virtio_net, or set
+//! it with `ip link set eth0 address`), and nothing tells it that it was cloned — there is no VM
+//! generation ID device (Linux's vmgenid driver needs ACPI, which hearth's guests lack), so its
+//! RNG state, boot ID and other identifiers are the snapshot's until something reseeds them.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -331,13 +333,8 @@ fn report(dir: &Path, clones: &[Running], elapsed: Duration, json: bool) {
 pub fn run(args: CloneArgs, log_level: Option<log::LevelFilter>) -> Result<u8> {
     let started = Instant::now();
     // Check the snapshot once here, so a bad file is one error rather than N.
-    let snap = vmm::persist::load(&args.snapshot).map_err(|e| {
-        CloneError(format!(
-            "cannot load the snapshot {}: {}",
-            args.snapshot.display(),
-            crate::error_chain(&e)
-        ))
-    })?;
+    let snap = vmm::persist::load(&args.snapshot)
+        .map_err(|e| CloneError(format!("cannot load the snapshot: {}", crate::error_chain(&e))))?;
     if let Err(e) = std::fs::metadata(&args.mem) {
         return fail(format!("cannot open memory file {}: {e}", args.mem.display()));
     }

@@ -65,7 +65,7 @@ struct CloneReaper(PathBuf);
 impl CloneReaper {
     fn pids(&self) -> Vec<i32> {
         let needle = self.0.display().to_string();
-        let me = std::process::id() as i32;
+        let me = i32::try_from(std::process::id()).unwrap_or(-1);
         let mut out = Vec::new();
         for e in std::fs::read_dir("/proc").unwrap().flatten() {
             let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
@@ -200,11 +200,8 @@ fn log_counts(log: &Path) -> Vec<u64> {
 #[test]
 fn clone_ten_vms_from_one_snapshot() {
     // SAFETY: geteuid has no preconditions.
-    assert_eq!(
-        unsafe { libc::geteuid() },
-        0,
-        "this test must run as root (it creates taps)"
-    );
+    let euid = unsafe { libc::geteuid() };
+    assert_eq!(euid, 0, "this test must run as root (it creates taps)");
     let guest = common::built_guest_dir();
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("clone-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -353,5 +350,57 @@ fn clone_ten_vms_from_one_snapshot() {
         sum * 2 < limit,
         "{CLONES} clones use {sum} KiB (PSS), not far below {CLONES} x {orig_rss} KiB"
     );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Bad input is one line on stderr and exit 1 (2 for usage), before any clone starts.
+#[test]
+fn clone_refuses_bad_input() {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("clone-bad-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let junk = dir.join("junk.state");
+    std::fs::write(&junk, b"not a snapshot").unwrap();
+    let socks = dir.join("socks");
+    let run = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_hearth"))
+            .args(args)
+            .arg("--api-sock-dir")
+            .arg(&socks)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        )
+    };
+    let junk_s = junk.display().to_string();
+    let missing = dir.join("missing.state").display().to_string();
+    for (args, code, expect) in [
+        (
+            vec!["clone", "--snapshot", &missing, "--mem", &junk_s, "--count", "2"],
+            1,
+            "missing.state",
+        ),
+        (
+            vec!["clone", "--snapshot", &junk_s, "--mem", &junk_s, "--count", "2"],
+            1,
+            "junk.state",
+        ),
+        (
+            vec!["clone", "--snapshot", &junk_s, "--mem", &junk_s, "--count", "0"],
+            2,
+            "--count",
+        ),
+        (vec!["clone", "--snapshot", &junk_s, "--mem", &junk_s], 2, "--count"),
+    ] {
+        let (got, err) = run(&args);
+        assert_eq!(got, Some(code), "{args:?}: {err}");
+        assert!(err.contains(expect), "{args:?}: expected '{expect}' in: {err}");
+        if code == 1 {
+            assert_eq!(err.lines().count(), 1, "one line: {err}");
+        }
+    }
+    assert!(!socks.exists(), "nothing was started");
     let _ = std::fs::remove_dir_all(&dir);
 }
