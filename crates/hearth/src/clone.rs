@@ -38,6 +38,9 @@ pub struct CloneArgs {
     /// The snapshot's memory file (mem_file_path), shared copy-on-write by all clones.
     #[arg(long, value_name = "PATH")]
     pub mem: PathBuf,
+    /// A diff snapshot's memory file laid over --mem (repeatable, oldest first; as `hearth restore`).
+    #[arg(long, value_name = "PATH")]
+    pub mem_diff: Vec<PathBuf>,
     /// How many clones to start.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub count: u32,
@@ -208,8 +211,11 @@ fn spawn(args: &CloneArgs, id: &Identity, log_level: Option<log::LevelFilter>) -
         .arg("--snapshot")
         .arg(&args.snapshot)
         .arg("--mem")
-        .arg(&args.mem)
-        .arg("--api-sock")
+        .arg(&args.mem);
+    for d in &args.mem_diff {
+        cmd.arg("--mem-diff").arg(d);
+    }
+    cmd.arg("--api-sock")
         .arg(&id.sock)
         .arg("--console-log")
         .arg(&id.log)
