@@ -3,9 +3,11 @@
 # (the blocks between <!-- BEGIN GENERATED: x --> and <!-- END GENERATED: x -->; the prose
 # around them is hand-written and kept).
 #
-#   bench/run-all.sh [--runs N] [--skip-boot] [--skip-overhead] [--skip-pio] [--with-hyperfine]
+#   bench/run-all.sh [--runs N] [--skip-boot] [--skip-overhead] [--skip-pio] [--skip-snapshot]
+#                    [--with-hyperfine] [--with-qemu-snapshot]
 #
 # --with-hyperfine adds hearth's end-to-end run (boot, /bin/true, reboot) timed by hyperfine.
+# --with-qemu-snapshot adds QEMU's migrate-to-file / -incoming to the snapshot benchmark.
 #
 # Needs: /dev/kvm, the guest from guest/build.sh, qemu-system-x86 and hyperfine (installed with
 # apt-get if missing), cargo. VMs run one at a time: on a 2-core host two guests at once would
@@ -15,15 +17,17 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 DOC=$ROOT/docs/benchmarks.md
 RUNS=3
-SKIP_BOOT=0 SKIP_OVERHEAD=0 SKIP_PIO=0 SKIP_HYPERFINE=1
+SKIP_BOOT=0 SKIP_OVERHEAD=0 SKIP_PIO=0 SKIP_HYPERFINE=1 SKIP_SNAPSHOT=0 QEMU_SNAPSHOT=
 while [ $# -gt 0 ]; do
 	case $1 in
 	--runs) RUNS=$2; shift ;;
 	--skip-boot) SKIP_BOOT=1 ;;
 	--skip-overhead) SKIP_OVERHEAD=1 ;;
 	--skip-pio) SKIP_PIO=1 ;;
+	--skip-snapshot) SKIP_SNAPSHOT=1 ;;
+	--with-qemu-snapshot) QEMU_SNAPSHOT=--with-qemu ;;
 	--with-hyperfine) SKIP_HYPERFINE=0 ;;
-	-h | --help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+	-h | --help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
 	*) echo "run-all: unknown argument $1" >&2; exit 2 ;;
 	esac
 	shift
@@ -104,6 +108,11 @@ if [ $SKIP_OVERHEAD = 0 ]; then
 	"$ROOT/bench/overhead.sh" --runs "$RUNS" --kernel "$KERNEL" --initrd "$INITRD" --hearth "$HEARTH" \
 		--md-out "$OUT/overhead.md" >/dev/null
 fi
+if [ $SKIP_SNAPSHOT = 0 ]; then
+	say "snapshots, restore, clones (bench/snapshot.py --runs $RUNS $QEMU_SNAPSHOT)"
+	python3 "$ROOT/bench/snapshot.py" --runs "$RUNS" $QEMU_SNAPSHOT --kernel "$KERNEL" --initrd "$INITRD" \
+		--hearth "$HEARTH" --md-out "$OUT/snapshot.md" --json-out "$OUT/snapshot.json" >/dev/null
+fi
 if [ $SKIP_HYPERFINE = 0 ]; then
 	say "hearth end to end (hyperfine)"
 	PATCHED=$(cd "$ROOT/bench" && python3 -c "import benchlib as B; print(B.patched_kernel('$KERNEL')[0])")
@@ -124,7 +133,7 @@ import re, sys
 from pathlib import Path
 doc, out = Path(sys.argv[1]), Path(sys.argv[2])
 text = doc.read_text()
-for name in ["machine", "boot", "overhead", "pio", "hyperfine"]:
+for name in ["machine", "boot", "overhead", "pio", "snapshot", "hyperfine"]:
     f = out / f"{name}.md"
     if not f.exists():
         continue

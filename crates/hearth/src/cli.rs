@@ -48,6 +48,9 @@ pub enum Command {
     Ctl(crate::ctl::CtlArgs),
     /// Start a microVM from a snapshot (state file + memory file) taken through the API.
     Restore(RestoreArgs),
+    /// Start N microVMs from one snapshot, each a `hearth restore` process with its own API
+    /// socket, console log, tap and MAC; exit 0 once all run (they keep running).
+    Clone(crate::clone::CloneArgs),
 }
 
 #[derive(Args, Debug)]
@@ -72,6 +75,13 @@ pub struct RestoreArgs {
     /// Use this host tap device instead of the one in the snapshot.
     #[arg(long, value_name = "NAME")]
     pub tap: Option<String>,
+    /// Give the network interface this MAC instead of the snapshot's (the device reports it;
+    /// a guest driver that already read its MAC keeps using the old one).
+    #[arg(long, value_name = "MAC", value_parser = mac_arg)]
+    pub mac: Option<[u8; 6]>,
+    /// Append the guest's console to this file instead of this terminal (no console input).
+    #[arg(long, value_name = "PATH")]
+    pub console_log: Option<PathBuf>,
     /// Serve the HTTP API on this Unix socket.
     #[arg(long, value_name = "PATH")]
     pub api_sock: Option<PathBuf>,
@@ -367,6 +377,13 @@ fn parse_hostfwd(s: &str) -> Option<PortForward> {
     })
 }
 
+/// `--mac` of `hearth restore`: a unicast MAC.
+fn mac_arg(s: &str) -> Result<[u8; 6], String> {
+    parse_mac(s)
+        .filter(|b| b[0] & 1 == 0)
+        .ok_or_else(|| format!("bad MAC '{s}' (expected unicast aa:bb:cc:dd:ee:ff)"))
+}
+
 /// Parses `cid=N,uds=PATH` (--vsock).
 fn parse_vsock(spec: &str) -> Result<VsockConfig, CliError> {
     let bad = |why: String| CliError(format!("--vsock '{spec}': {why} (expected cid=N,uds=PATH)"));
@@ -435,6 +452,7 @@ pub fn run(args: RunArgs, started: Instant) -> Result<u8, Box<dyn std::error::Er
         stats: args.stats,
         profile_kernel: args.profile.then(|| config.kernel.clone()),
         started,
+        raw_terminal: true,
     };
     Ok(crate::session::drive(vmm, &opts, api))
 }

@@ -2,6 +2,7 @@
 //! turns how it ended into an exit code. No VM logic lives here.
 
 mod cli;
+mod clone;
 mod ctl;
 mod logger;
 mod session;
@@ -47,6 +48,7 @@ fn main() -> ExitCode {
         Some(Command::Run(args)) => cli::run(args, started),
         Some(Command::Restore(args)) => session::restore(args, started),
         Some(Command::Ctl(args)) => return ExitCode::from(ctl::run(args)),
+        Some(Command::Clone(args)) => clone::run(args, cli.log_level),
         None => session::firecracker(cli.firecracker, started),
     };
     match result {

@@ -35,6 +35,8 @@ pub struct RunOpts {
     /// Print the guest profile against this kernel's symbols.
     pub profile_kernel: Option<PathBuf>,
     pub started: Instant,
+    /// The console is on this terminal: put it in raw mode while the VM runs.
+    pub raw_terminal: bool,
 }
 
 /// The guest's serial console on this terminal.
@@ -77,7 +79,7 @@ pub fn drive(mut vmm: Vmm, opts: &RunOpts, mut api: Option<ApiController>) -> u8
     }
     let balloon = vmm.devices().balloon.clone();
     let summary = {
-        let _raw = RawTerminal::enter();
+        let _raw = opts.raw_terminal.then(RawTerminal::enter);
         let ctl = api.as_mut().map(|c| c as &mut dyn vmm::vmm::Controller);
         vmm.run_controlled(opts.deadline, ctl)
     };
@@ -164,20 +166,31 @@ fn print_stats(summary: &vmm::RunSummary, started: Instant) {
 
 /// `hearth restore`: a VM from a snapshot, running (or paused) at once.
 pub fn restore(args: RestoreArgs, started: Instant) -> Result<u8> {
-    let tap = args.tap.clone();
+    let (tap, mac) = (args.tap.clone(), args.mac);
     let track = args.track_dirty_pages;
     let paths = controller::RestorePaths {
         state: &args.snapshot,
         mem: &args.mem,
         diffs: &args.mem_diff,
     };
-    let vmm = controller::restore(&paths, console_io(), args.paused, |snap| {
+    let io = match &args.console_log {
+        Some(path) => console_log(path)?,
+        None => console_io(),
+    };
+    let vmm = controller::restore(&paths, io, args.paused, |snap| {
         snap.config.track_dirty_pages |= track;
+        if tap.is_none() && mac.is_none() {
+            return Ok(());
+        }
+        let Some(n) = &mut snap.config.net else {
+            let opt = if tap.is_some() { "--tap" } else { "--mac" };
+            return Err(format!("{opt}: the snapshot has no network interface"));
+        };
         if let Some(t) = tap {
-            match &mut snap.config.net {
-                Some(n) => n.backend = vmm::config::NetBackend::Tap(t),
-                None => return Err("--tap: the snapshot has no network interface".into()),
-            }
+            n.backend = vmm::config::NetBackend::Tap(t);
+        }
+        if let Some(m) = mac {
+            n.mac = m;
         }
         Ok(())
     })
@@ -200,8 +213,22 @@ pub fn restore(args: RestoreArgs, started: Instant) -> Result<u8> {
         stats: args.stats,
         profile_kernel: None,
         started,
+        raw_terminal: args.console_log.is_none(),
     };
     Ok(drive(vmm, &opts, api))
+}
+
+/// The guest's console appended to `path`, with no console input (`--console-log`).
+fn console_log(path: &Path) -> Result<ConsoleIo> {
+    let file = File::options()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| SessionError(format!("cannot open console log {}: {e}", path.display())))?;
+    Ok(ConsoleIo {
+        output: Box::new(file),
+        input: None,
+    })
 }
 
 /// `hearth --api-sock PATH [--config-file FILE] [--no-api]`: Firecracker's way of running.
@@ -257,6 +284,7 @@ pub fn firecracker(args: FirecrackerArgs, started: Instant) -> Result<u8> {
         stats: false,
         profile_kernel: None,
         started,
+        raw_terminal: true,
     };
     Ok(drive(vmm, &opts, api))
 }
