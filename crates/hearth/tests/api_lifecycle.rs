@@ -178,7 +178,10 @@ fn configure_boot_pause_resume_and_power_off_over_the_api() {
             assert!(stats.contains("\"target_mib\":16"), "{stats}");
             break;
         }
-        assert!(inflated.elapsed() < Duration::from_secs(300), "balloon never reached 16 MiB: {code} {stats}");
+        assert!(
+            inflated.elapsed() < Duration::from_secs(300),
+            "balloon never reached 16 MiB: {code} {stats}"
+        );
         std::thread::sleep(Duration::from_millis(500));
     }
 

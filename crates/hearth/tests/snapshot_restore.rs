@@ -191,6 +191,7 @@ fn scenario(vcpus: u8, full: bool) {
         &drive,
         "--api-sock",
         &sock_s,
+        "--track-dirty-pages",
         "--",
         "/bin/sh",
         "-c",
@@ -225,6 +226,29 @@ fn scenario(vcpus: u8, full: bool) {
     assert_eq!(api(&sock, "PATCH", "/vm", Some(r#"{"state": "Resumed"}"#)).0, 204);
     let after_resume = vm.wait_count(at_snapshot + 1);
     assert_eq!(after_resume, at_snapshot + 1, "resumed guest continues its count");
+
+    // A diff snapshot a little later: only the pages written since the full one.
+    vm.wait_count(at_snapshot + 2);
+    assert_eq!(api(&sock, "PATCH", "/vm", Some(r#"{"state": "Paused"}"#)).0, 204);
+    vm.counts_during(Duration::from_millis(500));
+    let (diff_state, diff_mem) = (dir.join("diff.state"), dir.join("diff.mem"));
+    let (diff_state_s, diff_mem_s) = (diff_state.display().to_string(), diff_mem.display().to_string());
+    let diff_body =
+        format!(r#"{{"snapshot_type": "Diff", "snapshot_path": "{diff_state_s}", "mem_file_path": "{diff_mem_s}"}}"#);
+    let (code, body) = api(&sock, "PUT", "/snapshot/create", Some(&diff_body));
+    assert_eq!(code, 204, "{body}");
+    let at_diff = vm
+        .seen
+        .iter()
+        .filter_map(|l| l.strip_prefix("count-").and_then(|n| n.parse::<u64>().ok()))
+        .max()
+        .unwrap();
+    let blocks = |p: &Path| std::os::unix::fs::MetadataExt::blocks(&std::fs::metadata(p).unwrap());
+    println!("memory file blocks: full {} diff {}", blocks(&mem), blocks(&diff_mem));
+    assert!(
+        blocks(&diff_mem) < blocks(&mem),
+        "a diff holds fewer pages than the full snapshot"
+    );
     vm.stop();
     // Each round prints count-N, then writes disk-N: round `at_snapshot` had written its line.
     let disk_before = disk_count(&image);
@@ -253,6 +277,17 @@ fn scenario(vcpus: u8, full: bool) {
         "restored guest's disk writes reach the image"
     );
     restored.stop();
+
+    // The diff laid over the full snapshot restores the later state.
+    let mut args = restore_args(&diff_state_s, &mem_s);
+    args.extend(["--mem-diff", &diff_mem_s]);
+    let mut from_diff = Vm::spawn(&args);
+    assert_eq!(
+        from_diff.wait_count(1),
+        at_diff + 1,
+        "diff restore continues from count-{at_diff}"
+    );
+    from_diff.stop();
     if !full {
         let _ = std::fs::remove_dir_all(&dir);
         return;
