@@ -165,10 +165,10 @@ pub fn discard(mem: &Memory, addr: GuestAddress, len: usize) -> Result<(), Disca
         if end <= start {
             continue;
         }
-        // SAFETY: start..end lies inside `slice`, a range of a live guest memory mapping that
-        // vm-memory checked for us (the mapping outlives `mem`); MADV_DONTNEED on private
-        // anonymous memory only drops its contents, which the guest gave up. No Rust reference
-        // into that memory exists (guest memory is only accessed through volatile copies).
+        // The guest gave these pages up. MADV_DONTNEED on a private mapping (anonymous, or a
+        // restored snapshot's memory file) drops hearth's copy: the next touch reads zeros or the
+        // file's page. No Rust reference into guest memory exists (only volatile copies).
+        // SAFETY: start..end lies inside `slice`, a live guest mapping vm-memory checked.
         let r = unsafe { libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED) };
         if r != 0 {
             let errno = std::io::Error::last_os_error().raw_os_error().unwrap_or(0);
