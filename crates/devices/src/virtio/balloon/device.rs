@@ -108,7 +108,14 @@ pub struct Balloon {
     timer: TimerFd,
     counters: BalloonCounters,
     descs: Vec<Descriptor>,
+    /// From a snapshot, applied once the restored device is active again: the driver's
+    /// `actual` and the stats buffer the device was holding (activation clears both).
+    restored: Option<([u8; 4], Option<u16>)>,
 }
+
+/// Length of [`VirtioDevice::save_device`]'s bytes: target MiB, num_pages, actual (u32 each),
+/// stats interval (u16), then a held stats buffer: flag (u8) and head (u16).
+const SAVED_LEN: usize = 17;
 
 impl Balloon {
     /// A balloon for a guest of `guest_mib` MiB.
@@ -136,6 +143,7 @@ impl Balloon {
             timer,
             counters: BalloonCounters::default(),
             descs: Vec::with_capacity(usize::from(QUEUE_SIZE)),
+            restored: None,
         };
         b.set_target_mib(cfg.amount_mib)?;
         b.set_stats_interval(cfg.stats_polling_interval_s)?;
@@ -314,6 +322,48 @@ impl Balloon {
 impl VirtioDevice for Balloon {
     fn common(&self) -> &DeviceCommon {
         &self.common
+    }
+
+    fn save_device(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(SAVED_LEN);
+        v.extend_from_slice(&self.cfg.amount_mib.to_le_bytes());
+        v.extend_from_slice(&self.config[0..4]);
+        v.extend_from_slice(&self.config[ACTUAL]);
+        v.extend_from_slice(&self.cfg.stats_polling_interval_s.to_le_bytes());
+        v.push(u8::from(self.stats_head.is_some()));
+        v.extend_from_slice(&self.stats_head.unwrap_or(0).to_le_bytes());
+        v
+    }
+
+    fn restore_device(&mut self, state: &[u8]) -> Result<(), String> {
+        if state.len() != SAVED_LEN {
+            return Err(format!("balloon state is {} bytes, expected {SAVED_LEN}", state.len()));
+        }
+        let amount_mib = read_le32(&state[0..4]);
+        let interval = u16::from_le_bytes([state[12], state[13]]);
+        let head = u16::from_le_bytes([state[15], state[16]]);
+        let head = match state[14] {
+            0 => None,
+            1 if head < QUEUE_SIZE => Some(head),
+            _ => return Err(format!("balloon state holds an invalid stats buffer {head}")),
+        };
+        if amount_mib > self.guest_mib {
+            return Err(format!("balloon target {amount_mib} MiB is larger than the guest"));
+        }
+        self.cfg.amount_mib = amount_mib;
+        self.config[0..4].copy_from_slice(&state[4..8]);
+        self.set_stats_interval(interval).map_err(|e| e.to_string())?;
+        let mut actual = [0u8; 4];
+        actual.copy_from_slice(&state[8..12]);
+        self.restored = Some((actual, head));
+        Ok(())
+    }
+
+    fn on_restored(&mut self) {
+        if let Some((actual, head)) = self.restored.take() {
+            self.config[ACTUAL].copy_from_slice(&actual);
+            self.stats_head = head;
+        }
     }
     fn common_mut(&mut self) -> &mut DeviceCommon {
         &mut self.common

@@ -288,3 +288,34 @@ fn a_broken_ring_fails_the_device_instead_of_panicking() {
     r.dev.process_queue(usize::MAX);
     assert!(!r.dev.common().is_broken());
 }
+
+#[test]
+fn snapshot_state_round_trips_and_bad_state_is_refused() {
+    let cfg = BalloonConfig {
+        amount_mib: 8,
+        stats_polling_interval_s: 3,
+        ..Default::default()
+    };
+    let mut dev = Balloon::new(cfg, 64).unwrap();
+    dev.write_config(4, &100u32.to_le_bytes()); // the driver's `actual`
+    let saved = dev.save_device();
+    let mut back = Balloon::new(BalloonConfig::default(), 64).unwrap();
+    back.restore_device(&saved).unwrap();
+    back.on_restored();
+    assert_eq!(back.save_device(), saved);
+    assert_eq!((back.target_pages(), back.actual_pages()), (8 * 256, 100));
+    assert_eq!(back.config().stats_polling_interval_s, 3);
+    let mut short = saved.clone();
+    short.pop();
+    assert!(back.restore_device(&short).is_err());
+    let mut bad_head = saved.clone();
+    bad_head[14] = 1;
+    bad_head[15..17].copy_from_slice(&999u16.to_le_bytes());
+    assert!(back.restore_device(&bad_head).is_err());
+    let mut too_big = saved;
+    too_big[0..4].copy_from_slice(&1000u32.to_le_bytes());
+    assert!(Balloon::new(BalloonConfig::default(), 64)
+        .unwrap()
+        .restore_device(&too_big)
+        .is_err());
+}
