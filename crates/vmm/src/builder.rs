@@ -158,9 +158,11 @@ pub fn restore_linux(
     if config.track_dirty_pages {
         machine.enable_dirty_log()?;
     }
+    // The interrupt controllers first: restoring a device may raise its interrupt (vsock's
+    // TRANSPORT_RESET, a UART with pending input), which must land on the restored irqchip.
+    machine.vm.restore_state(&snap.vm).map_err(MachineError::from)?;
     attach_virtio_devices(&mut machine, config, Some(&snap.virtio))?;
     let console = attach_legacy_devices(&mut machine, io, Some(&snap.serial))?;
-    machine.vm.restore_state(&snap.vm).map_err(MachineError::from)?;
     machine.config = Some(snap.config.clone());
     Ok(machine.start_with(VcpuStart::Restore(snap.vcpus), Some(console), paused)?)
 }
