@@ -7,11 +7,11 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc::{channel, Receiver};
+use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
 use api::client::ApiClient;
@@ -72,15 +72,7 @@ fn configure_boot_pause_resume_and_power_off_over_the_api() {
     let mut stdin = child.stdin.take().unwrap();
     let out = child.stdout.take().unwrap();
     let mut hearth = Hearth(child);
-    let (tx, lines) = channel();
-    std::thread::spawn(move || {
-        for l in BufReader::new(out).lines() {
-            let Ok(l) = l else { break };
-            if tx.send(l).is_err() {
-                break;
-            }
-        }
-    });
+    let lines = common::console_lines(out);
     let start = Instant::now();
     while !sock.exists() {
         assert!(start.elapsed() < Duration::from_secs(30), "no API socket");

@@ -38,3 +38,20 @@ pub fn sha256_hex(data: &[u8]) -> String {
     let out = child.wait_with_output().unwrap();
     String::from_utf8(out.stdout).unwrap()[..64].to_string()
 }
+
+/// The guest console's lines as hearth prints them on `out` (its stdout), read on a thread so a
+/// test can wait with a timeout; carriage returns are stripped.
+#[allow(dead_code)] // used by the tests that watch the console line by line
+pub fn console_lines(out: impl std::io::Read + Send + 'static) -> std::sync::mpsc::Receiver<String> {
+    use std::io::BufRead;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(out).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line.trim_end_matches('\r').to_string()).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
