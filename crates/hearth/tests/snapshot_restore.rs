@@ -16,108 +16,12 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc::Receiver;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use api::client::ApiClient;
-
-const WAIT: Duration = Duration::from_secs(600);
+use common::counting_vm::{api, Vm};
 const SCRIPT: &str = "i=0; while :; do i=$((i+1)); echo count-$i; \
     echo disk-$i | dd of=/dev/vda conv=fsync 2>/dev/null; sleep 1; done";
-
-struct Vm {
-    child: Child,
-    lines: Receiver<String>,
-    seen: Vec<String>,
-}
-
-impl Vm {
-    fn spawn(args: &[&str]) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_hearth"))
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let out = child.stdout.take().unwrap();
-        let lines = common::console_lines(out);
-        Self {
-            child,
-            lines,
-            seen: Vec::new(),
-        }
-    }
-
-    /// Waits for a console line `count-N` with N >= `at_least`; returns N.
-    fn wait_count(&mut self, at_least: u64) -> u64 {
-        let start = Instant::now();
-        while start.elapsed() < WAIT {
-            if let Ok(line) = self.lines.recv_timeout(Duration::from_millis(200)) {
-                self.seen.push(line.clone());
-                if let Some(n) = line.strip_prefix("count-").and_then(|n| n.parse::<u64>().ok()) {
-                    if n >= at_least {
-                        return n;
-                    }
-                }
-            }
-            if let Ok(Some(st)) = self.child.try_wait() {
-                panic!(
-                    "hearth ended ({st}) before count-{at_least}; console:\n{}",
-                    self.seen.join("\n")
-                );
-            }
-        }
-        panic!(
-            "no count-{at_least} within {WAIT:?}; console:\n{}",
-            self.seen.join("\n")
-        );
-    }
-
-    /// The counts printed during `d`.
-    fn counts_during(&mut self, d: Duration) -> Vec<u64> {
-        let start = Instant::now();
-        let mut out = Vec::new();
-        while start.elapsed() < d {
-            if let Ok(line) = self.lines.recv_timeout(Duration::from_millis(100)) {
-                if let Some(n) = line.strip_prefix("count-").and_then(|n| n.parse::<u64>().ok()) {
-                    out.push(n);
-                }
-                self.seen.push(line);
-            }
-        }
-        out
-    }
-
-    fn stop(self) {
-        drop(self);
-    }
-}
-
-impl Drop for Vm {
-    /// SIGTERM (hearth stops the VM cleanly), so no guest outlives a failed test.
-    fn drop(&mut self) {
-        let _ = Command::new("kill").arg(self.child.id().to_string()).status();
-        let _ = self.child.wait();
-    }
-}
-
-fn api(sock: &Path, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
-    let start = Instant::now();
-    let mut c = loop {
-        match ApiClient::connect(sock) {
-            Ok(c) => break c,
-            Err(e) if start.elapsed() < Duration::from_secs(30) => {
-                let _ = e;
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            Err(e) => panic!("cannot connect to {}: {e}", sock.display()),
-        }
-    };
-    let r = c.request(method, path, body).unwrap();
-    (r.status, r.body)
-}
 
 fn rss_kib(pid: u32) -> u64 {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
@@ -320,6 +224,18 @@ fn scenario(vcpus: u8, full: bool) {
     newer[n..].copy_from_slice(&crc.to_le_bytes());
     std::fs::write(&bad, &newer).unwrap();
     refuse(&restore_args(&bad_s, &mem_s), "reads up to");
+    // A guest that saw a CPU feature this host's KVM never offers (CPUID.1:EDX bit 10 is
+    // reserved) is refused, with the feature named: a well-formed file, only the CPUID differs.
+    let (_, mut snap): (_, vmm::persist::MachineSnapshot) = snapshot::load(&state, "test").unwrap();
+    let leaf1 = snap.vcpus[0].cpuid.iter_mut().find(|e| e.function == 1).unwrap();
+    leaf1.edx |= 1 << 10;
+    snapshot::save(&bad, "test", &snap).unwrap();
+    let doctored = std::fs::read(&bad).unwrap();
+    refuse(
+        &restore_args(&bad_s, &mem_s),
+        "CPU features this host's KVM does not offer: CPUID.0x1.0:EDX[10]",
+    );
+    assert_eq!(std::fs::read(&bad).unwrap(), doctored, "a refused file is not touched");
     let short_mem = dir.join("short.mem");
     std::fs::write(&short_mem, vec![0u8; 4096]).unwrap();
     refuse(

@@ -32,7 +32,8 @@ pub use write::{write_atomic, AtomicFile};
 pub const MAGIC: &[u8; 8] = b"HEARTHSS";
 /// The state-file format this build writes and the newest it reads. Bump it whenever the
 /// payload's types change shape (postcard is not self-describing).
-pub const FORMAT_VERSION: u16 = 1;
+/// History: 1 first format; 2 adds each vCPU's CPUID (restored, and checked against the host).
+pub const FORMAT_VERSION: u16 = 2;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotError {

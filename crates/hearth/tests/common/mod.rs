@@ -3,6 +3,8 @@
 
 #![allow(clippy::unwrap_used)]
 
+pub mod counting_vm;
+
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 

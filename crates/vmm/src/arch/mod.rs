@@ -2,6 +2,7 @@
 //! Everything here is pure data construction over guest memory; no vCPU threads, no devices.
 
 pub mod boot;
+pub mod cpu_features;
 pub mod cpuid;
 pub mod layout;
 pub mod mptable;

@@ -5,11 +5,14 @@
 //! thread starts. What a host cannot give (e.g. XSAVE on a PVM host with XSAVE hidden) is
 //! recorded as absent and skipped on restore, so the snapshot carries only what was real.
 
+use kvm_bindings::KVM_MAX_CPUID_ENTRIES;
 use kvm_bindings::{
     kvm_debugregs, kvm_fpu, kvm_lapic_state, kvm_mp_state, kvm_msr_entry, kvm_regs, kvm_sregs, kvm_vcpu_events,
     kvm_xcrs, kvm_xsave, Msrs,
 };
 use kvm_ioctls::{Kvm, VcpuFd};
+
+use crate::arch::cpu_features::{self, CpuidEntry};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, thiserror::Error)]
@@ -23,11 +26,17 @@ pub enum VcpuStateError {
     },
     #[error("cannot build the MSR list of vCPU {id}")]
     MsrList { id: u8 },
+    #[error("the snapshot's CPUID of vCPU {id} has more entries than KVM takes")]
+    CpuidList { id: u8 },
+    #[error("the snapshot's guest (vCPU {id}) uses CPU features this host's KVM does not offer: {missing}")]
+    CpuFeatures { id: u8, missing: String },
 }
 
 #[derive(Debug, Serialize, Deserialize)]
 pub struct VcpuState {
     pub id: u8,
+    /// The CPUID the guest saw (given back on restore; checked against the host first).
+    pub cpuid: Vec<CpuidEntry>,
     pub regs: kvm_regs,
     pub sregs: kvm_sregs,
     pub fpu: FpuState,
@@ -107,6 +116,7 @@ impl VcpuState {
         let io = |what| move |source| VcpuStateError::Ioctl { id, what, source };
         // MP state first: reading it also makes KVM flush pending APIC events into the state.
         let mp_state = fd.get_mp_state().map_err(io("read the MP state"))?;
+        let cpuid = cpu_features::entries(&fd.get_cpuid2(KVM_MAX_CPUID_ENTRIES).map_err(io("read the CPUID"))?);
         let regs = fd.get_regs().map_err(io("read the registers"))?;
         let sregs = fd.get_sregs().map_err(io("read the special registers"))?;
         let fpu = FpuState::from(&fd.get_fpu().map_err(io("read the FPU"))?);
@@ -123,6 +133,7 @@ impl VcpuState {
         let events = fd.get_vcpu_events().map_err(io("read the pending events"))?;
         Ok(Self {
             id,
+            cpuid,
             regs,
             sregs,
             fpu,
@@ -136,10 +147,26 @@ impl VcpuState {
         })
     }
 
-    /// Loads this state into a freshly created vCPU (its CPUID already set).
+    /// Loads this state into a freshly created vCPU (its CPUID set up as for a boot on this
+    /// host): first the CPUID the guest saw — refused if it has a feature the vCPU's CPUID here
+    /// lacks — then the registers.
+    ///
+    /// The comparison is with what KVM made of the boot CPUID (`KVM_GET_CPUID2`), not with
+    /// `KVM_GET_SUPPORTED_CPUID`: on PVM hosts the two differ (the effective CPUID is the host's,
+    /// since guest user code runs CPUID natively), and the effective one is what a guest sees.
     pub fn restore(&self, fd: &VcpuFd) -> Result<(), VcpuStateError> {
         let id = self.id;
         let io = |what| move |source| VcpuStateError::Ioctl { id, what, source };
+        let here = fd.get_cpuid2(KVM_MAX_CPUID_ENTRIES).map_err(io("read the CPUID"))?;
+        let missing = cpu_features::missing(&self.cpuid, &cpu_features::entries(&here));
+        if !missing.is_empty() {
+            return Err(VcpuStateError::CpuFeatures {
+                id,
+                missing: missing.join(", "),
+            });
+        }
+        let cpuid = cpu_features::to_kvm(&self.cpuid).ok_or(VcpuStateError::CpuidList { id })?;
+        fd.set_cpuid2(&cpuid).map_err(io("set the CPUID"))?;
         fd.set_mp_state(self.mp_state).map_err(io("set the MP state"))?;
         fd.set_sregs(&self.sregs).map_err(io("set the special registers"))?;
         fd.set_regs(&self.regs).map_err(io("set the registers"))?;

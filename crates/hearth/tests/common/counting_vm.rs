@@ -1,0 +1,107 @@
+//! A hearth process whose guest counts on its console (`count-N` lines), as the snapshot
+//! tests use it: spawn, wait for a count, collect counts, stop (SIGTERM on drop); and a one-shot
+//! API call that waits for the socket.
+
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::Receiver;
+use std::time::{Duration, Instant};
+
+use api::client::ApiClient;
+
+const WAIT: Duration = Duration::from_secs(600);
+
+pub struct Vm {
+    pub child: Child,
+    pub lines: Receiver<String>,
+    pub seen: Vec<String>,
+}
+
+impl Vm {
+    pub fn spawn(args: &[&str]) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_hearth"))
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let out = child.stdout.take().unwrap();
+        let lines = super::console_lines(out);
+        Self {
+            child,
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Waits for a console line `count-N` with N >= `at_least`; returns N.
+    pub fn wait_count(&mut self, at_least: u64) -> u64 {
+        let start = Instant::now();
+        while start.elapsed() < WAIT {
+            if let Ok(line) = self.lines.recv_timeout(Duration::from_millis(200)) {
+                self.seen.push(line.clone());
+                if let Some(n) = line.strip_prefix("count-").and_then(|n| n.parse::<u64>().ok()) {
+                    if n >= at_least {
+                        return n;
+                    }
+                }
+            }
+            if let Ok(Some(st)) = self.child.try_wait() {
+                panic!(
+                    "hearth ended ({st}) before count-{at_least}; console:\n{}",
+                    self.seen.join("\n")
+                );
+            }
+        }
+        panic!(
+            "no count-{at_least} within {WAIT:?}; console:\n{}",
+            self.seen.join("\n")
+        );
+    }
+
+    /// The counts printed during `d`.
+    pub fn counts_during(&mut self, d: Duration) -> Vec<u64> {
+        let start = Instant::now();
+        let mut out = Vec::new();
+        while start.elapsed() < d {
+            if let Ok(line) = self.lines.recv_timeout(Duration::from_millis(100)) {
+                if let Some(n) = line.strip_prefix("count-").and_then(|n| n.parse::<u64>().ok()) {
+                    out.push(n);
+                }
+                self.seen.push(line);
+            }
+        }
+        out
+    }
+
+    pub fn stop(self) {
+        drop(self);
+    }
+}
+
+impl Drop for Vm {
+    /// SIGTERM (hearth stops the VM cleanly), so no guest outlives a failed test.
+    fn drop(&mut self) {
+        let _ = Command::new("kill").arg(self.child.id().to_string()).status();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn api(sock: &Path, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
+    let start = Instant::now();
+    let mut c = loop {
+        match ApiClient::connect(sock) {
+            Ok(c) => break c,
+            Err(e) if start.elapsed() < Duration::from_secs(30) => {
+                let _ = e;
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(e) => panic!("cannot connect to {}: {e}", sock.display()),
+        }
+    };
+    let r = c.request(method, path, body).unwrap();
+    (r.status, r.body)
+}
