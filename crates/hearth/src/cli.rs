@@ -46,6 +46,8 @@ pub enum Command {
     Run(RunArgs),
     /// Talk to a running hearth over its API socket (exit 0 on success, 1 on an API fault).
     Ctl(crate::ctl::CtlArgs),
+    /// Snapshot a running hearth (pause, write state + memory with progress, resume).
+    Snapshot(crate::snapshot_cmd::SnapshotArgs),
     /// Start a microVM from a snapshot (state file + memory file) taken through the API.
     Restore(RestoreArgs),
     /// Start N microVMs from one snapshot, each a `hearth restore` process with its own API

@@ -6,6 +6,8 @@ use std::io::Read;
 use std::path::PathBuf;
 
 use api::client::{ApiClient, Response};
+
+use crate::ctl_progress::Progress;
 use clap::{Args, Subcommand};
 use serde_json::{json, Value};
 
@@ -150,12 +152,33 @@ fn call(args: &CtlArgs) -> Result<Response, String> {
     let sock = args.api_sock.display();
     let mut client =
         ApiClient::connect(&args.api_sock).map_err(|e| format!("cannot connect to the API socket {sock}: {e}"))?;
+    // Writing a large memory file takes as long as the disk needs: no reply timeout for it.
+    let snapshot_mem = match &args.command {
+        CtlCommand::Snapshot(SnapshotCommand::Create { mem, .. }) => Some(mem),
+        _ => None,
+    };
+    let timeout = snapshot_mem.map_or(Some(std::time::Duration::from_secs(60)), |_| None);
     client
-        .set_timeout(Some(std::time::Duration::from_secs(60)))
+        .set_timeout(timeout)
         .map_err(|e| format!("API socket {sock}: {e}"))?;
-    client
+    let progress = snapshot_mem.and_then(|mem| {
+        let total = guest_memory_bytes(&mut client)?;
+        Progress::start(std::path::Path::new(mem), total)
+    });
+    let reply = client
         .request(method, &path, body.as_deref())
-        .map_err(|e| format!("{method} {path} on {sock}: {e}"))
+        .map_err(|e| format!("{method} {path} on {sock}: {e}"));
+    if let Some(p) = progress {
+        p.finish();
+    }
+    reply
+}
+
+/// The guest's memory size from `GET /vm/config` (for the snapshot progress display).
+fn guest_memory_bytes(client: &mut ApiClient) -> Option<u64> {
+    let r = client.request("GET", "/vm/config", None).ok()?;
+    let mib = r.json().ok()?["machine-config"]["mem_size_mib"].as_u64()?;
+    Some(mib << 20)
 }
 
 fn print_reply(args: &CtlArgs, r: &Response) {

@@ -4,8 +4,10 @@
 mod cli;
 mod clone;
 mod ctl;
+mod ctl_progress;
 mod logger;
 mod session;
+mod snapshot_cmd;
 mod terminal;
 
 use std::process::ExitCode;
@@ -48,6 +50,7 @@ fn main() -> ExitCode {
         Some(Command::Run(args)) => cli::run(args, started),
         Some(Command::Restore(args)) => session::restore(args, started),
         Some(Command::Ctl(args)) => return ExitCode::from(ctl::run(args)),
+        Some(Command::Snapshot(args)) => return ExitCode::from(snapshot_cmd::run(&args)),
         Some(Command::Clone(args)) => clone::run(args, cli.log_level),
         None => session::firecracker(cli.firecracker, started),
     };

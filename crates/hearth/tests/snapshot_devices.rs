@@ -139,11 +139,30 @@ fn two_vcpu_guest_keeps_counting_and_its_net_and_vsock_work_after_restore() {
     let before = vsock_roundtrip(&uds, b"before");
     assert_eq!(before, format!("len=6 fnv={:016x}", fnv(b"before")), "{before}");
 
-    assert_eq!(api(&sock, "PATCH", "/vm", Some(r#"{"state": "Paused"}"#)).0, 204);
+    // `hearth snapshot` pauses, writes both files and (with --leave-paused) leaves it paused.
+    let out = Command::new(env!("CARGO_BIN_EXE_hearth"))
+        .args([
+            "snapshot",
+            "--api-sock",
+            &sock.display().to_string(),
+            "--snapshot",
+            &state_s,
+        ])
+        .args(["--mem", &mem_s, "--leave-paused", "--json"])
+        .output()
+        .unwrap();
+    let summary = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "hearth snapshot: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        summary.contains(r#""resumed":false"#) && summary.contains(r#""snapshot_type":"Full""#),
+        "{summary}"
+    );
+    assert!(api(&sock, "GET", "/", None).1.contains("\"Paused\""));
     vm.counts_during(Duration::from_millis(500));
-    let body = format!(r#"{{"snapshot_path": "{state_s}", "mem_file_path": "{mem_s}"}}"#);
-    let (code, reply) = api(&sock, "PUT", "/snapshot/create", Some(&body));
-    assert_eq!(code, 204, "{reply}");
     let at_snapshot = vm
         .seen
         .iter()
