@@ -154,8 +154,9 @@ pub struct RunArgs {
     /// Guest profiler sampling interval in milliseconds.
     #[arg(long, default_value_t = 2, value_name = "MS", requires = "profile")]
     pub profile_interval_ms: u64,
-    /// A virtio-blk drive on a raw image file: path=IMG[,ro][,id=ID][,bps=N][,iops=N]. Repeatable;
-    /// the guest sees them in order as /dev/vda, /dev/vdb, ... (id defaults to drive0, drive1, ...).
+    /// A virtio-blk drive on a raw image file: path=IMG[,ro][,direct][,id=ID][,bps=N][,iops=N]
+    /// (direct: O_DIRECT, no host page cache). Repeatable; the guest sees them in order as
+    /// /dev/vda, /dev/vdb, ... (id defaults to drive0, drive1, ...).
     /// bps/iops limit bytes and requests a second (bursts of one second's worth).
     #[arg(long, value_name = "SPEC")]
     pub drive: Vec<String>,
@@ -293,10 +294,11 @@ fn resolve(args: &RunArgs) -> Result<VmConfig, CliError> {
 fn parse_drive(spec: &str, index: usize) -> Result<DriveConfig, CliError> {
     let bad = |why: String| {
         CliError(format!(
-            "--drive '{spec}': {why} (expected path=IMG[,ro][,id=ID][,bps=N][,iops=N])"
+            "--drive '{spec}': {why} (expected path=IMG[,ro][,direct][,id=ID][,bps=N][,iops=N])"
         ))
     };
     let (mut path, mut id, mut read_only, mut bps, mut iops) = (None, None, false, 0, 0);
+    let mut direct = false;
     let rate = |v: &str| v.parse::<u64>().ok().filter(|&n| n > 0);
     for part in spec.split(',') {
         match part.split_once('=') {
@@ -305,6 +307,7 @@ fn parse_drive(spec: &str, index: usize) -> Result<DriveConfig, CliError> {
             Some(("bps", v)) => bps = rate(v).ok_or_else(|| bad(format!("bps '{v}' is not a positive integer")))?,
             Some(("iops", v)) => iops = rate(v).ok_or_else(|| bad(format!("iops '{v}' is not a positive integer")))?,
             None if part == "ro" => read_only = true,
+            None if part == "direct" => direct = true,
             _ => return Err(bad(format!("unknown or empty option '{part}'"))),
         }
     }
@@ -315,6 +318,7 @@ fn parse_drive(spec: &str, index: usize) -> Result<DriveConfig, CliError> {
         read_only,
         bps,
         iops,
+        direct,
     })
 }
 
@@ -480,8 +484,14 @@ mod tests {
         let d = parse_drive("path=/z,bps=1048576,iops=100", 0).unwrap();
         assert_eq!((d.bps, d.iops), (1 << 20, 100));
         let d = parse_drive("path=/z", 0).unwrap();
-        assert_eq!((d.bps, d.iops), (0, 0), "no limits by default");
+        assert_eq!(
+            (d.bps, d.iops, d.direct),
+            (0, 0, false),
+            "no limits, page cache by default"
+        );
+        assert!(parse_drive("path=/z,direct", 0).unwrap().direct);
         for bad in [
+            "path=/x,direct=1",
             "",
             "ro",
             "path=",

@@ -76,6 +76,19 @@ fn console_ctx(console: &str, stderr: &Path) -> String {
 }
 
 /// 512-byte blocks the host file system has allocated to `p`.
+/// Whether process `pid` has `image` open with O_DIRECT (`None`: not open at all).
+fn o_direct_open(pid: u32, image: &Path) -> Option<bool> {
+    for fd in std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.flatten() {
+        if std::fs::read_link(fd.path()).ok().as_deref() != Some(image) {
+            continue;
+        }
+        let info = std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{}", fd.file_name().to_string_lossy())).ok()?;
+        let flags = info.lines().find_map(|l| l.strip_prefix("flags:"))?.trim();
+        return Some(u32::from_str_radix(flags, 8).ok()? & (libc::O_DIRECT as u32) != 0);
+    }
+    None
+}
+
 fn allocated(p: &Path) -> u64 {
     std::fs::metadata(p).unwrap().blocks()
 }
@@ -91,7 +104,9 @@ fn flushed_writes_survive_exit_and_sigkill_and_drives_stay_apart() {
         temp_file("c.img", &c0),
     );
     let err = temp_file("stderr", b"");
-    let drives = [drive(&a, ",id=a"), drive(&b, ",id=b"), drive(&c, ",ro,id=c")];
+    // b is opened with O_DIRECT (no host page cache): its writes, flushes, reads and discards
+    // below go through the aligned bounce buffer.
+    let drives = [drive(&a, ",id=a"), drive(&b, ",id=b,direct"), drive(&c, ",ro,id=c")];
 
     // Boot 1: vda gets "hearth-a" at 64 KiB..320 KiB, vdb "hearth-b" at 128 KiB..256 KiB.
     let script1 = "yes hearth-a | dd of=/dev/vda bs=4096 seek=16 count=64 iflag=fullblock 2>/dev/null \
@@ -150,11 +165,13 @@ fn flushed_writes_survive_exit_and_sigkill_and_drives_stay_apart() {
         .spawn()
         .unwrap();
     let mut console = String::new();
+    let mut direct_flag = None;
     for line in BufReader::new(child.stdout.take().unwrap()).lines() {
         let Ok(line) = line else { break };
         console.push_str(&line);
         console.push('\n');
         if line.trim() == "c-flushed-42" {
+            direct_flag = o_direct_open(child.id(), &b.0);
             child.kill().unwrap(); // SIGKILL
             break;
         }
@@ -162,6 +179,7 @@ fn flushed_writes_survive_exit_and_sigkill_and_drives_stay_apart() {
     let status = child.wait().unwrap();
     let ctx = console_ctx(&console, &err.0);
     assert!(console.contains("c-flushed-42"), "the guest's flushed write\n{ctx}");
+    assert_eq!(direct_flag, Some(true), "hearth holds image b open with O_DIRECT");
     assert_eq!(status.code(), None, "hearth was killed by SIGKILL\n{ctx}");
     let has_line = |s: &str| console.lines().any(|l| l.trim_start().starts_with(s));
     assert!(

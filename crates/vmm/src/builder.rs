@@ -288,16 +288,18 @@ fn attach_virtio_devices(
 }
 
 fn open_drive(drive: &DriveConfig) -> Result<Block, BuildError> {
+    use std::os::unix::fs::OpenOptionsExt;
     let file = std::fs::File::options()
         .read(true)
         .write(!drive.read_only)
+        .custom_flags(if drive.direct { libc::O_DIRECT } else { 0 })
         .open(&drive.path)
         .map_err(|source| BuildError::DriveOpen {
             id: drive.id.clone(),
             path: drive.path.display().to_string(),
             source,
         })?;
-    let mut blk = Block::new(file, drive.read_only, &drive.id)?;
+    let mut blk = Block::with_direct(file, drive.read_only, drive.direct, &drive.id)?;
     if drive.bps > 0 || drive.iops > 0 {
         let limits = Limits {
             bps: drive.bps,

@@ -75,6 +75,8 @@ pub struct DriveConfig {
     /// Rate limits: bytes and requests a second (bursts of one second's worth); 0 = none.
     pub bps: u64,
     pub iops: u64,
+    /// Open the image with O_DIRECT (no host page cache; see devices' block/direct.rs).
+    pub direct: bool,
 }
 
 /// A locally administered unicast MAC derived from `name` (FNV-1a), stable across runs.

@@ -61,6 +61,8 @@ pub fn vm_config_from(full: &FullVmConfig) -> Result<VmConfig, ApiFault> {
             read_only: d.is_read_only.unwrap_or(false),
             bps: rl.and_then(|r| r.bandwidth.as_ref()).map_or(0, per_second),
             iops: rl.and_then(|r| r.ops.as_ref()).map_or(0, per_second),
+            // Firecracker's API has no O_DIRECT setting (its cache_type is about flushes).
+            direct: false,
         });
     }
     let net = match full.network_interfaces.as_slice() {

@@ -50,12 +50,23 @@ pub struct VcpuState {
     pub debugregs: Option<kvm_debugregs>,
 }
 
-/// MSRs KVM reports but that must not be restored as-is.
-fn msr_saveable(index: u32) -> bool {
-    const MSR_IA32_TSC: u32 = 0x10;
-    // The TSC is restored through the kvmclock/TSC offset KVM keeps; writing the old raw value
-    // back would make guest time jump. (Firecracker and QEMU both special-case it.)
-    index != MSR_IA32_TSC
+const MSR_IA32_TSC: u32 = 0x10;
+
+/// MSRs KVM reports that a snapshot carries (all of them today; the filter stays as the place
+/// to leave one out).
+fn msr_saveable(_index: u32) -> bool {
+    true
+}
+
+/// The order MSRs go back in: the TSC first, because KVM interprets other MSRs against the
+/// guest TSC (`IA32_TSC_DEADLINE` is an absolute TSC value). A new VM's TSC starts from zero on
+/// hosts that offset it (VMX/SVM); without the saved TSC the restored guest's deadlines would
+/// lie as far in the future as its uptime, and its TSC would run backwards. KVM keeps the
+/// vCPUs' TSCs in sync when they are written with values this close together.
+fn restore_order(msrs: &[(u32, u64)]) -> Vec<(u32, u64)> {
+    let mut out = msrs.to_vec();
+    out.sort_by_key(|&(index, _)| index != MSR_IA32_TSC);
+    out
 }
 
 /// Reads every MSR in `indices` that KVM will return; unreadable ones are skipped.
@@ -180,8 +191,7 @@ impl VcpuState {
             fd.set_xcrs(x).map_err(io("set the XCRs"))?;
         }
         fd.set_lapic(&self.lapic).map_err(io("set the LAPIC"))?;
-        let entries: Vec<kvm_msr_entry> = self
-            .msrs
+        let entries: Vec<kvm_msr_entry> = restore_order(&self.msrs)
             .iter()
             .map(|&(index, data)| kvm_msr_entry {
                 index,
@@ -255,5 +265,19 @@ impl From<&FpuState> for kvm_fpu {
             mxcsr: f.mxcsr,
             ..Default::default()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_tsc_goes_back_first_and_the_rest_keep_their_order() {
+        let saved = [(0x6e0, 5), (0x1b, 1), (MSR_IA32_TSC, 9), (0x3b, 0)];
+        assert_eq!(
+            restore_order(&saved),
+            vec![(MSR_IA32_TSC, 9), (0x6e0, 5), (0x1b, 1), (0x3b, 0)]
+        );
     }
 }

@@ -14,6 +14,7 @@ use virtio_queue::desc::split::Descriptor;
 
 use crate::rate_limiter::{Clock, Limits, RateLimiter};
 
+use super::direct::AlignedBuf;
 use super::discard::{Unsupported, ALIGNMENT_SECTORS, MAX_SECTORS, MAX_SEGMENTS};
 use super::metrics::BlockMetrics;
 
@@ -27,6 +28,12 @@ pub(crate) const ID_BYTES: usize = 20;
 pub enum BlockError {
     #[error("cannot read the size of drive '{id}'")]
     Size {
+        id: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("drive '{id}': the image's file system does not take 512-byte O_DIRECT reads (drop ',direct')")]
+    Direct {
         id: String,
         #[source]
         source: std::io::Error,
@@ -66,11 +73,26 @@ pub(crate) struct Disk {
     /// fallocate modes the image's file system refused (see `discard`).
     pub(crate) unsupported: Unsupported,
     pub(crate) metrics: Arc<BlockMetrics>,
+    /// The bounce buffer of a drive opened with O_DIRECT (`None`: page-cached I/O).
+    pub(crate) bounce: Option<AlignedBuf>,
 }
 
 impl Block {
     /// A block device on `image` (opened read-only when `read_only`), answering GET_ID with `id`.
     pub fn new(image: File, read_only: bool, id: &str) -> Result<Self, BlockError> {
+        Self::with_direct(image, read_only, false, id)
+    }
+
+    /// As [`Block::new`]; with `direct`, `image` was opened with O_DIRECT and I/O goes through
+    /// an aligned bounce buffer (probed here: a file system without 512-byte direct I/O is an
+    /// error, not a guest-visible I/O failure later).
+    pub fn with_direct(image: File, read_only: bool, direct: bool, id: &str) -> Result<Self, BlockError> {
+        if direct {
+            super::direct::probe(&image).map_err(|source| BlockError::Direct {
+                id: id.to_string(),
+                source,
+            })?;
+        }
         let size = image
             .metadata()
             .map_err(|source| BlockError::Size {
@@ -105,6 +127,7 @@ impl Block {
                 id: id_bytes,
                 unsupported: Unsupported::default(),
                 metrics: Arc::default(),
+                bounce: direct.then(AlignedBuf::new),
             },
             config: config_space(size / SECTOR_SIZE),
             descs: Vec::with_capacity(usize::from(QUEUE_SIZE)),

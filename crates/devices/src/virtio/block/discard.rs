@@ -157,9 +157,11 @@ fn read_segments(mem: &Memory, data: &[Descriptor]) -> Result<Vec<u8>, u32> {
     Ok(raw)
 }
 
+/// Writes zeros from an aligned buffer (the image may be open with O_DIRECT: see `direct`).
 fn write_zero_bytes(image: &std::fs::File, start: u64, len: u64) -> std::io::Result<()> {
-    const CHUNK: usize = 64 * 1024;
-    let zeros = [0u8; CHUNK];
+    const CHUNK: usize = super::direct::CHUNK;
+    let mut buf = super::direct::AlignedBuf::new();
+    let zeros = buf.as_mut_slice();
     let mut off = 0;
     while off < len {
         let n = usize::try_from(len - off).map_or(CHUNK, |left| left.min(CHUNK));

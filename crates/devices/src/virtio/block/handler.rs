@@ -65,8 +65,12 @@ impl Disk {
                 if req.kind == VIRTIO_BLK_T_OUT && self.read_only {
                     return Err(VIRTIO_BLK_S_IOERR);
                 }
-                self.transfer(mem, data, start, req.kind == VIRTIO_BLK_T_IN)
-                    .map_err(|e| self.io_error("read/write", &e))?;
+                let read = req.kind == VIRTIO_BLK_T_IN;
+                match &mut self.bounce {
+                    Some(bounce) => super::direct::transfer(&self.image, bounce, mem, data, start, len, read),
+                    None => self.transfer(mem, data, start, read),
+                }
+                .map_err(|e| self.io_error("read/write", &e))?;
                 let m = &self.metrics;
                 if req.kind == VIRTIO_BLK_T_IN {
                     m.read_count.inc();

@@ -2,10 +2,11 @@
 //!
 //! `device` holds the device (features, config space, the image, the optional rate limiter)
 //! and `handler` executes the requests of one queue, `discard` the DISCARD and WRITE_ZEROES
-//! ones, `metrics` its counters. Not yet here: persist (snapshots), O_DIRECT, asynchronous I/O (requests run
-//! synchronously on the event loop).
+//! ones, `direct` the bounce buffer of O_DIRECT drives, `metrics` its counters. Not yet here:
+//! asynchronous I/O (requests run synchronously on the event loop).
 
 mod device;
+mod direct;
 mod discard;
 mod handler;
 mod metrics;
