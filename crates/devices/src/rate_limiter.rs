@@ -100,7 +100,7 @@ impl TokenBucket {
         self.tokens
     }
 
-    fn take(&mut self, n: u64) {
+    pub(crate) fn take(&mut self, n: u64) {
         self.tokens = self.tokens.saturating_sub(i128::from(n));
     }
 

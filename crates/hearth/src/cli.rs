@@ -287,6 +287,7 @@ fn resolve(args: &RunArgs) -> Result<VmConfig, CliError> {
         track_dirty_pages: args.track_dirty_pages,
         vsock: args.vsock.as_deref().map(parse_vsock).transpose()?,
         balloon: args.balloon.as_deref().map(parse_balloon).transpose()?,
+        serial_limit: None,
     })
 }
 

@@ -21,7 +21,7 @@ use vmm_sys_util::eventfd::EventFd;
 use crate::arch::layout::{IOAPIC_PINS, MMIO_DEVICES_START};
 use crate::arch::{boot, mptable};
 use crate::config::{
-    check_memory, check_vcpus, host_ram_mib, ConfigError, DriveConfig, NetBackend, NetConfig, VmConfig,
+    check_memory, check_vcpus, host_ram_mib, ConfigError, DriveConfig, NetBackend, NetConfig, SerialLimit, VmConfig,
 };
 use crate::loader::{self, KernelEntry, LoadError};
 use crate::machine::{ApStart, Machine, MachineError, VcpuStart, VirtioSlot};
@@ -137,7 +137,7 @@ pub fn build_linux(config: &VmConfig, io: ConsoleIo) -> Result<Vmm, BuildError> 
     let boot_info = write_boot_info(&machine.memory, mem_size, &kernel, cmdline_len, initrd)?;
     mptable::write(&machine.memory, vcpus)?;
 
-    let console = attach_legacy_devices(&mut machine, io, None)?;
+    let console = attach_legacy_devices(&mut machine, io, None, config.serial_limit)?;
     machine.config = Some(config.clone());
     let entry = kernel.entry.mode(boot_info);
     Ok(machine.start(entry, ApStart::WaitForSipi, Some(console))?)
@@ -162,7 +162,7 @@ pub fn restore_linux(
     // TRANSPORT_RESET, a UART with pending input), which must land on the restored irqchip.
     machine.vm.restore_state(&snap.vm).map_err(MachineError::from)?;
     attach_virtio_devices(&mut machine, config, Some(&snap.virtio))?;
-    let console = attach_legacy_devices(&mut machine, io, Some(&snap.serial))?;
+    let console = attach_legacy_devices(&mut machine, io, Some(&snap.serial), config.serial_limit)?;
     machine.config = Some(snap.config.clone());
     Ok(machine.start_with(VcpuStart::Restore(snap.vcpus), Some(console), paused)?)
 }
@@ -172,12 +172,17 @@ fn attach_legacy_devices(
     machine: &mut Machine,
     io: ConsoleIo,
     saved: Option<&SerialSnapshot>,
+    limit: Option<SerialLimit>,
 ) -> Result<Console, BuildError> {
     let irq = EventFdTrigger::new(machine.irq_evt(serial::COM1_IRQ)?);
     let uart = match saved {
         Some(state) => SerialConsole::from_state(irq, io.output, state).map_err(BuildError::Restore)?,
         None => SerialConsole::new(irq, io.output),
     };
+    let mut uart = uart;
+    if let Some(l) = limit {
+        uart.limit_output(l.bytes_per_sec, l.burst);
+    }
     machine.devices.metrics.uart = Some(uart.metrics());
     let serial = Arc::new(Mutex::new(uart));
     machine.insert_pio(serial.clone(), serial::COM1_PORT, serial::COM1_LEN)?;

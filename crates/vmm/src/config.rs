@@ -39,6 +39,15 @@ pub struct VmConfig {
     /// A virtio-balloon device.
     #[serde(default)]
     pub balloon: Option<BalloonConfig>,
+    /// COM1 output beyond this rate is dropped (Firecracker's `PUT /serial` rate_limiter).
+    pub serial_limit: Option<SerialLimit>,
+}
+
+/// Bytes a second of serial output, with bursts of up to `burst` bytes (0: one second's worth).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SerialLimit {
+    pub bytes_per_sec: u64,
+    pub burst: u64,
 }
 
 /// The virtio-vsock device: the guest's CID and the Unix socket host programs connect to

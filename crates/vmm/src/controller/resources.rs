@@ -98,6 +98,16 @@ pub fn vm_config_from(full: &FullVmConfig) -> Result<VmConfig, ApiFault> {
             stats_polling_interval_s: b.stats_polling_interval_s,
             free_page_reporting: b.free_page_reporting,
         }),
+        serial_limit: full
+            .serial
+            .as_ref()
+            .and_then(|s| s.rate_limiter.as_ref())
+            // As in Firecracker, an empty bucket (size or refill_time 0) is no limit.
+            .filter(|b| b.size > 0 && b.refill_time > 0)
+            .map(|b| crate::config::SerialLimit {
+                bytes_per_sec: per_second(b),
+                burst: b.size.saturating_add(b.one_time_burst.unwrap_or(0)),
+            }),
     })
 }
 
