@@ -149,6 +149,15 @@ impl RateLimiter {
         })
     }
 
+    /// New limits from now on (full buckets), e.g. from `PATCH /drives`; a pending timer stays
+    /// armed and simply lets the device try again.
+    pub fn set_limits(&mut self, limits: Limits) {
+        let now = self.clock.now();
+        let bucket = |rate, burst| (rate > 0).then(|| TokenBucket::new(rate, burst, now));
+        self.bytes = bucket(limits.bps, limits.bps_burst);
+        self.ops = bucket(limits.iops, limits.iops_burst);
+    }
+
     /// May the device take another request now? When not, the timerfd is armed for the moment
     /// it may, and the device should stop taking requests until the event loop says so.
     pub fn admit(&mut self) -> bool {

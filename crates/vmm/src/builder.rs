@@ -226,6 +226,7 @@ fn attach_virtio_devices(
         let blk = open_drive(drive)?;
         machine.devices.metrics.blocks.push((drive.id.clone(), blk.metrics()));
         let blk = Arc::new(Mutex::new(blk));
+        machine.devices.blocks.push((drive.id.clone(), blk.clone()));
         let fd = blk.lock().unwrap_or_else(|e| e.into_inner()).rate_limit_fd();
         if let Some(fd) = fd {
             machine.add_event_handler(Box::new(BlockRateLimitTimer { fd, dev: blk.clone() }));
@@ -292,27 +293,31 @@ fn attach_virtio_devices(
     Ok(args)
 }
 
-fn open_drive(drive: &DriveConfig) -> Result<Block, BuildError> {
+/// Opens a drive's image: read-write unless `read_only`, O_DIRECT with `direct`.
+pub(crate) fn open_image(path: &std::path::Path, read_only: bool, direct: bool) -> std::io::Result<std::fs::File> {
     use std::os::unix::fs::OpenOptionsExt;
-    let file = std::fs::File::options()
+    std::fs::File::options()
         .read(true)
-        .write(!drive.read_only)
-        .custom_flags(if drive.direct { libc::O_DIRECT } else { 0 })
-        .open(&drive.path)
-        .map_err(|source| BuildError::DriveOpen {
-            id: drive.id.clone(),
-            path: drive.path.display().to_string(),
-            source,
-        })?;
+        .write(!read_only)
+        .custom_flags(if direct { libc::O_DIRECT } else { 0 })
+        .open(path)
+}
+
+fn open_drive(drive: &DriveConfig) -> Result<Block, BuildError> {
+    let file = open_image(&drive.path, drive.read_only, drive.direct).map_err(|source| BuildError::DriveOpen {
+        id: drive.id.clone(),
+        path: drive.path.display().to_string(),
+        source,
+    })?;
     let mut blk = Block::with_direct(file, drive.read_only, drive.direct, &drive.id)?;
-    if drive.bps > 0 || drive.iops > 0 {
-        let limits = Limits {
-            bps: drive.bps,
-            iops: drive.iops,
-            ..Limits::default()
-        };
-        blk.set_rate_limit(limits, Box::new(MonotonicClock::default()))?;
-    }
+    // Every drive gets a limiter (unlimited by default: it admits everything), so that
+    // `PATCH /drives` can set limits after boot without a new fd for the event loop.
+    let limits = Limits {
+        bps: drive.bps,
+        iops: drive.iops,
+        ..Limits::default()
+    };
+    blk.set_rate_limit(limits, Box::new(MonotonicClock::default()))?;
     Ok(blk)
 }
 

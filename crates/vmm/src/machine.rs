@@ -120,6 +120,8 @@ pub struct DeviceHandles {
     pub metrics: crate::metrics::DeviceMetrics,
     /// The balloon's control handle (target, statistics), if the VM has one.
     pub balloon: Option<devices::virtio::BalloonHandle>,
+    /// The drives by id (`PATCH /drives` after boot).
+    pub blocks: Vec<(String, Arc<Mutex<devices::virtio::Block>>)>,
 }
 
 impl Machine {
