@@ -410,3 +410,12 @@ def find_guest(kernel=None, initrd=None):
         if not p.exists():
             raise SystemExit(f"bench: {p} missing: build the guest with guest/build.sh")
     return k.resolve(), i.resolve()
+
+
+def session_line():
+    """When, which hearth commit, and the host's load average: the first line of a section."""
+    commit = subprocess.run(["git", "-C", str(repo_root()), "rev-parse", "--short", "HEAD"],
+                            capture_output=True, text=True).stdout.strip()
+    load = " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    return (f"Session: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, hearth {commit or '?'}, "
+            f"load average at start {load} (the host is shared: other engineers' VMs ran at the same time).")
