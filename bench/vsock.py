@@ -191,6 +191,10 @@ def uds_reference(nbytes, payload, count):
     return out
 
 
+def fmt(x):
+    return f"{x:.0f}" if x >= 100 else f"{x:.3g}"
+
+
 def mibs(xs):
     return [n / MIB / t for n, t in xs if t > 0]
 
@@ -207,7 +211,7 @@ def main():
     for i in range(a.runs):
         say(f"run {i + 1}/{a.runs}: hearth boot, {a.transfers} x {a.mib} MiB each way ...")
         g, h, e = one_boot(a, hearth, kernel, initrd, payload)
-        say(f"    guest->host {[f'{x:.0f}' for x in mibs(g)]} MiB/s, host->guest {[f'{x:.0f}' for x in mibs(h)]} MiB/s")
+        say(f"    guest->host {[fmt(x) for x in mibs(g)]} MiB/s, host->guest {[fmt(x) for x in mibs(h)]} MiB/s")
         for x in e:
             say("    ERROR: " + x)
         g2h += g
@@ -220,8 +224,11 @@ def main():
     def row(name, xs):
         m = B.median(mibs(xs))
         r = B.median(mibs(ref))
-        runs = ", ".join(f"{x:.0f}" for x in mibs(xs))
-        return f"| {name} | {len(xs)} | {runs} | **{m:.0f}** | {m / r:.3f} |" if m else f"| {name} | 0 | — | — | — |"
+        runs = ", ".join(fmt(x) for x in mibs(xs))
+        if not m:
+            return f"| {name} | 0 | — | — | — |"
+        vs = f"1/{r / m:.0f}" if m < r / 100 else f"{m / r:.2f}"
+        return f"| {name} | {len(xs)} | {runs} | **{fmt(m)}** | {vs} |"
 
     out = [session, "", f"{a.mib} MiB per transfer, {a.transfers} transfers per direction in each of {a.runs} hearth boots "
            "(1 vCPU, 256 MiB); MiB/s, median over all transfers.", "",
