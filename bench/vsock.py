@@ -41,7 +41,7 @@ def parse():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--runs", type=int, default=3, help="hearth boots (default 3)")
     p.add_argument("--transfers", type=int, default=3, help="transfers per direction per boot (default 3)")
-    p.add_argument("--mib", type=int, default=64, help="MiB per transfer (default 64)")
+    p.add_argument("--mib", type=int, default=2, help="MiB per transfer (default 2; ~0.3 MiB/s on a PVM host)")
     p.add_argument("--timeout", type=float, default=400, help="per-boot timeout in seconds (default 400)")
     p.add_argument("--kernel")
     p.add_argument("--initrd")
