@@ -1,18 +1,21 @@
 //! The virtio-net device: features, config space (MAC, link status), and its two queues.
+//! Offload features are offered only when the backend passes vnet headers through and can
+//! honour them (`offload`); they reach the backend at activation, also after a restore.
 
 use std::io;
 use std::os::fd::RawFd;
 use std::sync::Arc;
 
 use ::virtio::queue::pop_chain;
-use ::virtio::{features, DeviceCommon, VirtioDevice};
+use ::virtio::{features, ActivateError, Activated, DeviceCommon, VirtioDevice};
 use virtio_bindings::virtio_ids::VIRTIO_ID_NET;
 use virtio_bindings::virtio_net::{VIRTIO_NET_F_MAC, VIRTIO_NET_F_STATUS, VIRTIO_NET_S_LINK_UP};
 use virtio_queue::desc::split::Descriptor;
 use virtio_queue::QueueT;
 
-use super::handler::{read_tx_frame, write_rx_frame, MAX_FRAME};
+use super::handler::{read_tx_packet, write_rx_packet, HDR_LEN, MAX_FRAME};
 use super::metrics::NetMetrics;
+use super::offload;
 
 pub(crate) const QUEUE_SIZE: u16 = 256;
 pub(crate) const RX: usize = 0;
@@ -35,6 +38,21 @@ pub trait Backend: Send {
     fn tx_ready(&self) -> bool {
         true
     }
+    /// Whether frames carry a `virtio_net_hdr_v1` both ways (`recv` and `send` then move the
+    /// header and the frame together).
+    fn vnet_hdr(&self) -> bool {
+        false
+    }
+    /// The virtio-net offload feature bits this backend can honour (only with `vnet_hdr`).
+    fn offload_features(&self) -> u64 {
+        0
+    }
+    /// Tells the backend which features the driver acked (and so which receive offloads the
+    /// guest accepts); called at activation and with 0 at reset.
+    fn set_offloads(&mut self, acked: u64) -> io::Result<()> {
+        let _ = acked;
+        Ok(())
+    }
     /// An fd the event loop watches: readable when frames may have arrived.
     fn event_fd(&self) -> Option<RawFd> {
         None
@@ -47,7 +65,8 @@ pub struct Net {
     common: DeviceCommon,
     backend: Box<dyn Backend>,
     config: [u8; 8],
-    /// A received frame the driver had no buffer for yet.
+    /// The length of a received packet (header and frame, in `rx_buf`) the driver had no
+    /// buffer for yet.
     pending: Option<usize>,
     rx_buf: Vec<u8>,
     tx_buf: Vec<u8>,
@@ -59,7 +78,13 @@ pub struct Net {
 
 impl Net {
     pub fn new(backend: Box<dyn Backend>, mac: [u8; 6]) -> Result<Self, NetError> {
-        let avail = (1u64 << VIRTIO_NET_F_MAC) | (1u64 << VIRTIO_NET_F_STATUS) | features::RING_INDIRECT_DESC;
+        let offloads = if backend.vnet_hdr() {
+            backend.offload_features() & offload::ALL
+        } else {
+            0
+        };
+        let avail =
+            (1u64 << VIRTIO_NET_F_MAC) | (1u64 << VIRTIO_NET_F_STATUS) | features::RING_INDIRECT_DESC | offloads;
         let common = DeviceCommon::new(VIRTIO_ID_NET, avail, &[QUEUE_SIZE, QUEUE_SIZE]).map_err(NetError::EventFd)?;
         let mut config = [0u8; 8];
         config[..6].copy_from_slice(&mac);
@@ -70,8 +95,8 @@ impl Net {
             backend,
             config,
             pending: None,
-            rx_buf: vec![0; MAX_FRAME],
-            tx_buf: Vec::with_capacity(MAX_FRAME),
+            rx_buf: vec![0; HDR_LEN + MAX_FRAME],
+            tx_buf: Vec::with_capacity(HDR_LEN + MAX_FRAME),
             descs: Vec::with_capacity(usize::from(QUEUE_SIZE)),
             metrics: Arc::default(),
             tx_stalled: false,
@@ -104,14 +129,10 @@ impl Net {
         loop {
             let len = match self.pending.take() {
                 Some(len) => len,
-                None => match self.backend.recv(&mut self.rx_buf) {
+                None => match self.recv_packet() {
                     Ok(Some(len)) => len,
-                    Ok(None) => break,
-                    Err(e) => {
-                        self.metrics.tap_read_fails.inc();
-                        log::warn!("virtio-net: receive from the backend failed: {e}");
-                        break;
-                    }
+                    Ok(None) => continue,
+                    Err(()) => break,
                 },
             };
             let Some(active) = self.common.active() else {
@@ -135,15 +156,16 @@ impl Net {
                 }
             };
             let m = &self.metrics;
-            let written = match write_rx_frame(&active.mem, &self.descs, &self.rx_buf[..len]) {
+            let frame_len = len.saturating_sub(HDR_LEN);
+            let written = match write_rx_packet(&active.mem, &self.descs, &self.rx_buf[..len]) {
                 Some(n) => {
                     m.rx_packets_count.inc();
-                    m.rx_bytes_count.add(u64::try_from(len).unwrap_or(0));
+                    m.rx_bytes_count.add(u64::try_from(frame_len).unwrap_or(0));
                     n
                 }
                 None => {
                     ::virtio::guest_warn(format_args!(
-                        "virtio-net: a {len}-byte frame does not fit the receive buffer; dropped"
+                        "virtio-net: a {frame_len}-byte frame does not fit the receive buffer; dropped"
                     ));
                     m.rx_fails.inc();
                     0
@@ -162,10 +184,40 @@ impl Net {
         }
     }
 
+    /// Reads one packet from the backend into `rx_buf` with a header ready for the driver:
+    /// its length, `Ok(None)` for one dropped (try the next), `Err` when nothing is waiting.
+    fn recv_packet(&mut self) -> Result<Option<usize>, ()> {
+        let vnet = self.backend.vnet_hdr();
+        let acked = self.acked_features();
+        let at = if vnet { 0 } else { HDR_LEN };
+        let len = match self.backend.recv(&mut self.rx_buf[at..]) {
+            Ok(Some(n)) => at + n,
+            Ok(None) => return Err(()),
+            Err(e) => {
+                self.metrics.tap_read_fails.inc();
+                log::warn!("virtio-net: receive from the backend failed: {e}");
+                return Err(());
+            }
+        };
+        let Some(hdr) = self.rx_buf.first_chunk_mut::<HDR_LEN>() else {
+            return Err(());
+        };
+        if !vnet {
+            *hdr = [0; HDR_LEN];
+        }
+        if len < HDR_LEN || !offload::fix_rx_header(hdr, acked) {
+            self.metrics.rx_fails.inc();
+            return Ok(None);
+        }
+        Ok(Some(len))
+    }
+
     /// Sends every available transmit chain, or as many as the backend takes now.
     fn process_tx(&mut self) {
         let mut used_any = false;
         let m = &self.metrics;
+        let acked = self.acked_features();
+        let vnet = self.backend.vnet_hdr();
         loop {
             self.tx_stalled = !self.backend.tx_ready();
             if self.tx_stalled {
@@ -181,17 +233,31 @@ impl Net {
                     break;
                 }
             };
-            match read_tx_frame(&active.mem, &self.descs, &mut self.tx_buf) {
-                Some(frame) => match self.backend.send(frame) {
-                    Ok(()) => {
-                        m.tx_packets_count.inc();
-                        m.tx_bytes_count.add(u64::try_from(frame.len()).unwrap_or(0));
+            match read_tx_packet(&active.mem, &self.descs, &mut self.tx_buf) {
+                Some(packet) => {
+                    let (hdr, frame) = packet.split_at(HDR_LEN.min(packet.len()));
+                    // Without vnet headers the backend never sees the header: ignore it.
+                    let checked = match hdr.first_chunk::<HDR_LEN>() {
+                        Some(h) if vnet => offload::check_tx_header(h, frame.len(), acked),
+                        Some(_) => Ok(()),
+                        None => Err("no header"),
+                    };
+                    let out = if vnet { packet } else { frame };
+                    match checked.map(|()| self.backend.send(out)) {
+                        Ok(Ok(())) => {
+                            m.tx_packets_count.inc();
+                            m.tx_bytes_count.add(u64::try_from(frame.len()).unwrap_or(0));
+                        }
+                        Ok(Err(e)) => {
+                            m.tap_write_fails.inc();
+                            log::debug!("virtio-net: frame of {} bytes not sent: {e}", frame.len());
+                        }
+                        Err(why) => {
+                            m.tx_malformed_frames.inc();
+                            ::virtio::guest_warn(format_args!("virtio-net: transmit header dropped: {why}"))
+                        }
                     }
-                    Err(e) => {
-                        m.tap_write_fails.inc();
-                        log::debug!("virtio-net: frame of {} bytes not sent: {e}", frame.len());
-                    }
-                },
+                }
                 None => {
                     m.tx_malformed_frames.inc();
                     ::virtio::guest_warn(format_args!("virtio-net: malformed transmit chain dropped"))
@@ -220,6 +286,27 @@ impl VirtioDevice for Net {
     }
     fn config_space(&self) -> &[u8] {
         &self.config
+    }
+    fn activate(&mut self, activated: Activated) -> Result<(), ActivateError> {
+        let acked = self.acked_features();
+        let unknown = acked & offload::ALL & !self.avail_features();
+        if unknown != 0 {
+            // Only a restored snapshot gets here: its tap was opened on a host with more.
+            return Err(ActivateError::Device(format!(
+                "the driver acked offload features {unknown:#x} this network backend cannot honour"
+            )));
+        }
+        self.backend
+            .set_offloads(acked)
+            .map_err(|e| ActivateError::Device(format!("cannot set the tap's offloads: {e}")))?;
+        self.store_activation(activated)
+    }
+    fn reset(&mut self) {
+        if let Err(e) = self.backend.set_offloads(0) {
+            log::warn!("virtio-net: cannot clear the tap's offloads: {e}");
+        }
+        self.pending = None;
+        self.common.reset();
     }
     fn process_queue(&mut self, index: usize) {
         match index {
