@@ -91,11 +91,12 @@ def payload(n):
 
 
 class Transfer(threading.Thread):
-    """One accepted connection: `send` bytes (then wait for the peer to close) or receive all."""
+    """One accepted connection: `send` bytes (then wait for the peer to close), or receive
+    `expect` bytes (busybox nc does not close at the end of its input: the host closes)."""
 
-    def __init__(self, listener, send=None):
+    def __init__(self, listener, send=None, expect=0):
         super().__init__(daemon=True)
-        self.listener, self.send = listener, send
+        self.listener, self.send, self.expect = listener, send, expect
         self.seconds, self.nbytes, self.digest, self.error = None, 0, None, None
 
     def run(self):
@@ -112,7 +113,7 @@ class Transfer(threading.Thread):
                     pass
                 self.nbytes = len(self.send)
             else:
-                while True:
+                while self.nbytes < self.expect:
                     b = conn.recv(1 << 20)
                     if not b:
                         break
@@ -141,7 +142,7 @@ def run_once(cmd, timeout, data):
     down = socket.create_server((HOST_IP, 0))
     up = socket.create_server((HOST_IP, 0))
     dp, upp = down.getsockname()[1], up.getsockname()[1]
-    tx, rx = Transfer(down, send=data), Transfer(up)
+    tx, rx = Transfer(down, send=data), Transfer(up, expect=len(data))
     tx.start()
     rx.start()
     full = cmd(dp, upp)

@@ -152,3 +152,7 @@ impl Backend for Tap {
         let _ = self.epoll.wait(0, &mut ev);
     }
 }
+
+#[cfg(test)]
+#[path = "tap_tests.rs"]
+mod tests;
