@@ -89,6 +89,8 @@ fn linux_moves_1_mib_each_way_over_a_tap_with_offloads() {
     let st = Command::new("ip").args(["netns", "add", NETNS]).status().unwrap();
     assert!(st.success(), "ip netns add {NETNS} failed");
     let _guard = NetnsGuard;
+    // lo up: the test's last connects reach the listeners through it.
+    ip(&["link", "set", "lo", "up"]);
     ip(&["tuntap", "add", "dev", TAP, "mode", "tap"]);
     ip(&["addr", "add", &format!("{HOST_IP}/24"), "dev", TAP]);
     ip(&["link", "set", TAP, "up"]);
