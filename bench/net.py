@@ -35,7 +35,7 @@ NETNS = "hbenchns"
 TAP = "hbench0"
 HOST_IP = "172.31.78.1"
 GUEST_IP = "172.31.78.2"
-DONE = b"netbench: done"
+DONE = b"netbench: 42"  # printed by $((40+2)): the command line itself must not contain it
 
 
 def parse():
@@ -130,7 +130,7 @@ def guest_script(down_port, up_port, pings):
             f"ping -c {pings} -i 0.2 {HOST_IP}; "
             f"nc {HOST_IP} {down_port} </dev/null >/tmp/d; "
             f"nc {HOST_IP} {up_port} </tmp/d; "
-            f"echo {DONE.decode()}")
+            "echo netbench: $((40+2))")
 
 
 def run_once(cmd, timeout, data):
