@@ -206,6 +206,8 @@ def main():
     def hearth_cmd(dp, upp):
         c = B.hearth_cmd(hearth, patched, initrd, 1, a.memory, cmdline, int(a.timeout),
                          guest_cmd=("/bin/sh", "-c", guest_script(dp, upp, a.pings)))
+        # This hearth takes --log-level as an option of `run`, not before it.
+        c = [x for x in c if x not in ("--log-level", "info")]
         i = c.index("--")
         return c[:i] + ["--net", f"tap={TAP}"] + c[i:]
 
