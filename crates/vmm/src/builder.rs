@@ -250,6 +250,16 @@ fn attach_virtio_devices(
         if let Some(fd) = fd {
             machine.add_event_handler(Box::new(NetBackendReady { fd, dev: net.clone() }));
         }
+        let (rx_timer, tx_timer) = net.lock().unwrap_or_else(|e| e.into_inner()).rate_limit_fds();
+        for (fd, rx) in [(rx_timer, true), (tx_timer, false)] {
+            if let Some(fd) = fd {
+                machine.add_event_handler(Box::new(NetRateLimitTimer {
+                    fd,
+                    dev: net.clone(),
+                    rx,
+                }));
+            }
+        }
         devices.push(net);
     }
     if let Some(v) = &config.vsock {
@@ -350,7 +360,40 @@ fn open_net(net: &NetConfig) -> Result<Net, BuildError> {
         // signal follows the thread that spawned it.
         NetBackend::User { forwards } => Box::new(Passt::spawn("passt", forwards)?),
     };
-    Ok(Net::new(backend, net.mac)?)
+    let mut dev = Net::new(backend, net.mac)?;
+    let limits = |l: crate::config::NetLimit| Limits {
+        bps: l.bps,
+        iops: l.pps,
+        ..Limits::default()
+    };
+    if net.rx_limit != crate::config::NetLimit::default() || net.tx_limit != crate::config::NetLimit::default() {
+        dev.set_rate_limits(limits(net.rx_limit), limits(net.tx_limit), &|| {
+            Box::new(MonotonicClock::default())
+        })?;
+    }
+    Ok(dev)
+}
+
+/// Lets a rate-limited network interface move frames again when a limiter's timer fires.
+struct NetRateLimitTimer {
+    /// Owned by the interface's limiter, which this handler keeps alive.
+    fd: RawFd,
+    dev: Arc<Mutex<Net>>,
+    rx: bool,
+}
+
+impl EventHandler for NetRateLimitTimer {
+    fn fd(&self) -> RawFd {
+        self.fd
+    }
+    fn on_readable(&mut self) {
+        let mut dev = self.dev.lock().unwrap_or_else(|e| e.into_inner());
+        if self.rx {
+            dev.rx_rate_limit_fired();
+        } else {
+            dev.tx_rate_limit_fired();
+        }
+    }
 }
 
 /// Delivers frames arriving on a network device's host backend (tap or passt) to the guest,

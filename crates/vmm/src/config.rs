@@ -63,6 +63,16 @@ pub struct VsockConfig {
 pub struct NetConfig {
     pub backend: NetBackend,
     pub mac: [u8; 6],
+    /// Rate limits of what the guest receives and sends (bursts of one second's worth).
+    pub rx_limit: NetLimit,
+    pub tx_limit: NetLimit,
+}
+
+/// Bytes and frames a second in one direction; 0 = unlimited.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetLimit {
+    pub bps: u64,
+    pub pps: u64,
 }
 
 /// Where a virtio-net interface's frames go on the host.

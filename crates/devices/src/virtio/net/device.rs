@@ -3,7 +3,7 @@
 //! honour them (`offload`); they reach the backend at activation, also after a restore.
 
 use std::io;
-use std::os::fd::RawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
 
 use ::virtio::queue::pop_chain;
@@ -14,8 +14,10 @@ use virtio_queue::desc::split::Descriptor;
 use virtio_queue::QueueT;
 
 use super::handler::{read_tx_packet, write_rx_packet, HDR_LEN, MAX_FRAME};
+use super::limits::NetLimits;
 use super::metrics::NetMetrics;
 use super::offload;
+use crate::rate_limiter::{Clock, Limits};
 
 pub(crate) const QUEUE_SIZE: u16 = 256;
 pub(crate) const RX: usize = 0;
@@ -25,6 +27,8 @@ pub(crate) const TX: usize = 1;
 pub enum NetError {
     #[error("cannot create the queue eventfds of the network device")]
     EventFd(#[source] io::Error),
+    #[error("cannot set up the network device's rate limiter")]
+    RateLimiter(#[source] io::Error),
 }
 
 /// Where frames go to and come from (a tap device, or a mock in tests).
@@ -74,6 +78,8 @@ pub struct Net {
     metrics: Arc<NetMetrics>,
     /// Transmit stopped because the backend was not ready; resumed on its next event.
     tx_stalled: bool,
+    /// Rate limits (see `limits`); unlimited by default.
+    limits: NetLimits,
 }
 
 impl Net {
@@ -100,7 +106,47 @@ impl Net {
             descs: Vec::with_capacity(usize::from(QUEUE_SIZE)),
             metrics: Arc::default(),
             tx_stalled: false,
+            limits: NetLimits::default(),
         })
+    }
+
+    /// Limits what the guest receives (`rx`) and sends (`tx`): bytes (`bps`) and frames
+    /// (`iops`) a second; zero fields are unlimited. Call before [`Net::backend_fd`].
+    pub fn set_rate_limits(
+        &mut self,
+        rx: Limits,
+        tx: Limits,
+        clock: &dyn Fn() -> Box<dyn Clock>,
+    ) -> Result<(), NetError> {
+        self.limits = NetLimits::new(rx, tx, self.backend.event_fd(), clock).map_err(NetError::RateLimiter)?;
+        Ok(())
+    }
+
+    /// The timerfds of the receive and transmit limiters, where set.
+    pub fn rate_limit_fds(&self) -> (Option<RawFd>, Option<RawFd>) {
+        (
+            self.limits.rx.as_ref().map(AsRawFd::as_raw_fd),
+            self.limits.tx.as_ref().map(AsRawFd::as_raw_fd),
+        )
+    }
+
+    /// The receive limiter's timer fired: receive again.
+    pub fn rx_rate_limit_fired(&mut self) {
+        if let Some(l) = &mut self.limits.rx {
+            l.timer_fired();
+        }
+        if let Some(g) = &mut self.limits.gate {
+            g.open();
+        }
+        self.process_rx();
+    }
+
+    /// The transmit limiter's timer fired: transmit again.
+    pub fn tx_rate_limit_fired(&mut self) {
+        if let Some(l) = &mut self.limits.tx {
+            l.timer_fired();
+        }
+        self.process_tx();
     }
 
     /// This interface's counters.
@@ -110,7 +156,10 @@ impl Net {
 
     /// The fd the event loop should watch for received frames (see [`Net::backend_event`]).
     pub fn backend_fd(&self) -> Option<RawFd> {
-        self.backend.event_fd()
+        match &self.limits.gate {
+            Some(gate) => Some(gate.fd()),
+            None => self.backend.event_fd(),
+        }
     }
 
     /// The backend's fd became readable: deliver what arrived, and resume a stalled transmit.
@@ -127,6 +176,17 @@ impl Net {
     fn process_rx(&mut self) {
         let mut used_any = false;
         loop {
+            if self.pending.is_none() {
+                if let Some(l) = &mut self.limits.rx {
+                    if !l.admit() {
+                        self.metrics.rx_rate_limiter_throttled.inc();
+                        if let Some(g) = &mut self.limits.gate {
+                            g.close();
+                        }
+                        break;
+                    }
+                }
+            }
             let len = match self.pending.take() {
                 Some(len) => len,
                 None => match self.recv_packet() {
@@ -161,6 +221,9 @@ impl Net {
                 Some(n) => {
                     m.rx_packets_count.inc();
                     m.rx_bytes_count.add(u64::try_from(frame_len).unwrap_or(0));
+                    if let Some(l) = &mut self.limits.rx {
+                        l.charge(u64::try_from(frame_len).unwrap_or(0));
+                    }
                     n
                 }
                 None => {
@@ -223,6 +286,12 @@ impl Net {
             if self.tx_stalled {
                 break;
             }
+            if let Some(l) = &mut self.limits.tx {
+                if !l.admit() {
+                    m.tx_rate_limiter_throttled.inc();
+                    break;
+                }
+            }
             let Some(active) = self.common.active() else { break };
             let Some(q) = active.queues.get_mut(TX) else { break };
             let head = match pop_chain(q, &active.mem, &mut self.descs) {
@@ -247,6 +316,9 @@ impl Net {
                         Ok(Ok(())) => {
                             m.tx_packets_count.inc();
                             m.tx_bytes_count.add(u64::try_from(frame.len()).unwrap_or(0));
+                            if let Some(l) = &mut self.limits.tx {
+                                l.charge(u64::try_from(frame.len()).unwrap_or(0));
+                            }
                         }
                         Ok(Err(e)) => {
                             m.tap_write_fails.inc();

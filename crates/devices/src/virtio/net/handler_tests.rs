@@ -31,6 +31,8 @@ struct Mock {
     vnet: bool,
     /// What `set_offloads` was last called with.
     offloads_set: Arc<Mutex<Option<u64>>>,
+    /// The fd `event_fd` reports (a real eventfd in the rate-limit test).
+    event: Option<std::os::fd::RawFd>,
 }
 
 impl Backend for Mock {
@@ -57,6 +59,9 @@ impl Backend for Mock {
     fn set_offloads(&mut self, acked: u64) -> io::Result<()> {
         *self.offloads_set.lock().unwrap() = Some(acked);
         Ok(())
+    }
+    fn event_fd(&self) -> Option<std::os::fd::RawFd> {
+        self.event
     }
 }
 
@@ -314,4 +319,88 @@ fn with_vnet_headers_offloads_are_offered_applied_and_headers_cross_checked() {
     // Reset clears the tap's offloads.
     s.net.reset();
     assert_eq!(*s.mock.offloads_set.lock().unwrap(), Some(0));
+}
+
+/// Whether `fd` is readable right now.
+fn readable(fd: std::os::fd::RawFd) -> bool {
+    let mut p = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, no wait.
+    unsafe { libc::poll(&mut p, 1, 0) == 1 }
+}
+
+#[test]
+fn rate_limits_hold_frames_back_both_ways_until_the_timer() {
+    use crate::rate_limiter::{Clock, Limits, ManualClock};
+    use std::time::Duration;
+    use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+
+    let m = mem();
+    // The backend's fd is readable the whole time, as a tap with frames waiting is.
+    let event = EventFd::new(EFD_NONBLOCK).unwrap();
+    event.write(1).unwrap();
+    let mock = Mock {
+        event: Some(std::os::fd::AsRawFd::as_raw_fd(&event)),
+        ..Mock::default()
+    };
+    let mut s = setup_with(&m, mock);
+    let clock = ManualClock::default();
+    let two_a_second = Limits {
+        iops: 2,
+        ..Limits::default()
+    };
+    s.net
+        .set_rate_limits(two_a_second, two_a_second, &|| {
+            Box::new(clock.clone()) as Box<dyn Clock>
+        })
+        .unwrap();
+    let gate = s.net.backend_fd().unwrap();
+    assert_ne!(gate, event_fd(&s), "receive is watched through the gate");
+    assert!(readable(gate), "open gate: the backend's readiness shows through");
+
+    // Transmit: five frames queued, two go (the burst), the rest wait for the timer.
+    for i in 0..5u16 {
+        let a = 0x8000 + u64::from(i) * 0x100;
+        m.write_slice(&[0; HDR_LEN], GuestAddress(a)).unwrap();
+        s.txq.add_desc_chains(&[desc(a, HDR_LEN as u32 + 4, 0, 0)], i).unwrap();
+    }
+    s.net.process_queue(TX);
+    assert_eq!(s.mock.sent.lock().unwrap().len(), 2);
+    assert_eq!(s.net.metrics().tx_rate_limiter_throttled.get(), 1);
+    s.net.process_queue(TX); // a guest kick while throttled changes nothing
+    assert_eq!(s.mock.sent.lock().unwrap().len(), 2);
+    let (rx_timer, tx_timer) = s.net.rate_limit_fds();
+    assert!(rx_timer.is_some() && tx_timer.is_some());
+    clock.advance(Duration::from_secs(1));
+    s.net.tx_rate_limit_fired();
+    assert_eq!(s.mock.sent.lock().unwrap().len(), 4, "two more a second later");
+
+    // Receive: five frames waiting, five buffers posted; two are delivered, then the gate
+    // closes so the level-triggered event loop is not woken for the frames left in the tap.
+    for i in 0..5u16 {
+        s.mock.incoming.lock().unwrap().push_back(vec![i as u8; 60]);
+        s.rxq
+            .add_desc_chains(&[desc(0x2_0000 + u64::from(i) * 0x1000, 2048, F_WRITE, 0)], i)
+            .unwrap();
+    }
+    s.net.backend_event();
+    assert_eq!(s.rxq.used().idx().load(), 2);
+    assert_eq!(s.net.metrics().rx_rate_limiter_throttled.get(), 1);
+    assert!(readable(event_fd(&s)), "frames still wait in the backend");
+    assert!(!readable(gate), "closed gate: the event loop is not woken");
+    clock.advance(Duration::from_secs(1));
+    s.net.rx_rate_limit_fired();
+    assert_eq!(s.rxq.used().idx().load(), 4);
+    assert!(!readable(gate), "throttled again after the next two");
+    clock.advance(Duration::from_secs(1));
+    s.net.rx_rate_limit_fired();
+    assert_eq!(s.rxq.used().idx().load(), 5);
+    assert!(readable(gate), "nothing throttled: the gate is open again");
+}
+
+fn event_fd(s: &Setup<'_>) -> std::os::fd::RawFd {
+    s.mock.event.unwrap()
 }

@@ -19,6 +19,9 @@ pub struct NetMetrics {
     pub tx_packets_count: Counter,
     pub tx_malformed_frames: Counter,
     pub tap_write_fails: Counter,
+    /// Times the receive / transmit rate limiter held frames back.
+    pub rx_rate_limiter_throttled: Counter,
+    pub tx_rate_limiter_throttled: Counter,
 }
 
 impl MetricGroup for NetMetrics {
@@ -33,6 +36,8 @@ impl MetricGroup for NetMetrics {
             tx_packets_count => "Frames the guest sent.",
             tx_malformed_frames => "Malformed transmit chains dropped.",
             tap_write_fails => "Frames the host backend did not take.",
+            rx_rate_limiter_throttled => "Times the receive rate limiter held frames back.",
+            tx_rate_limiter_throttled => "Times the transmit rate limiter held frames back.",
         )
     }
 }

@@ -14,6 +14,7 @@
 mod device;
 mod framing;
 mod handler;
+mod limits;
 mod metrics;
 mod offload;
 mod passt;
