@@ -84,6 +84,12 @@ pub struct ConsoleIo {
     pub input: Option<RawFd>,
 }
 
+/// What a Linux guest must know about hearth's machine, added to every command line that does
+/// not set these itself: the i8042 has a keyboard port only (no auxiliary port to probe, which
+/// would cost the driver a 0.5 s timeout; no multiplexer) and is listed by neither PnP nor ACPI,
+/// so the driver probes ports 0x60/0x64 directly.
+pub const MACHINE_CMDLINE: &[&str] = &["i8042.noaux", "i8042.nomux", "i8042.nopnp"];
+
 /// The full kernel command line: the user's (or hearth's default) plus the switches the host
 /// needs (e.g. on PVM hosts), unless the user already set them.
 pub fn effective_cmdline(user: &str, host_switches: &[&str]) -> String {
@@ -130,7 +136,12 @@ pub fn build_linux(config: &VmConfig, io: ConsoleIo) -> Result<Vmm, BuildError> 
         None => None,
     };
     let virtio_args = attach_virtio_devices(&mut machine, config, None)?;
-    let cmdline = effective_cmdline(&config.cmdline, machine.host.guest_cmdline);
+    let switches: Vec<&str> = MACHINE_CMDLINE
+        .iter()
+        .chain(machine.host.guest_cmdline)
+        .copied()
+        .collect();
+    let cmdline = effective_cmdline(&config.cmdline, &switches);
     let cmdline = with_kernel_args(&cmdline, &virtio_args);
     log::info!("kernel command line: {cmdline}");
     let cmdline_len = loader::load_cmdline(&machine.memory, &cmdline)?;
@@ -186,8 +197,12 @@ fn attach_legacy_devices(
     machine.devices.metrics.uart = Some(uart.metrics());
     let serial = Arc::new(Mutex::new(uart));
     machine.insert_pio(serial.clone(), serial::COM1_PORT, serial::COM1_LEN)?;
-    let i8042 = Arc::new(Mutex::new(I8042::new(machine.reset_trigger()?)));
-    machine.insert_pio(i8042, i8042::I8042_PORT, i8042::I8042_LEN)?;
+    let kbd_irq = EventFdTrigger::new(machine.irq_evt(i8042::I8042_KBD_IRQ)?);
+    let i8042 = I8042::new(Box::new(kbd_irq), Box::new(machine.reset_trigger()?));
+    machine.devices.metrics.i8042 = Some(i8042.metrics());
+    let i8042 = Arc::new(Mutex::new(i8042));
+    machine.insert_pio(i8042.clone(), i8042::I8042_PORT, i8042::I8042_LEN)?;
+    machine.devices.i8042 = Some(i8042);
     machine.devices.serial = Some(serial.clone());
     Ok(Console {
         serial,
@@ -543,6 +558,11 @@ mod tests {
         );
         assert_eq!(effective_cmdline("a", &[]), "a");
         assert_eq!(effective_cmdline("-- x", &["noxsave"]), "noxsave -- x");
+        // The user's own i8042 setting wins over hearth's.
+        assert_eq!(
+            effective_cmdline("i8042.noaux=0", MACHINE_CMDLINE),
+            "i8042.noaux=0 i8042.nomux i8042.nopnp"
+        );
     }
 
     #[test]

@@ -24,6 +24,26 @@ pub struct Runtime<'a> {
     pub exit: Option<VmExit>,
 }
 
+impl Runtime<'_> {
+    /// Types Ctrl+Alt+Del on the i8042 keyboard. The guest's keyboard driver turns it into
+    /// `ctrl_alt_del()`; Linux then restarts, which ends the VM through the i8042 reset line.
+    fn ctrl_alt_del(&mut self) -> Result<ApiReply, ApiFault> {
+        let kbd = self
+            .vmm
+            .devices()
+            .i8042
+            .as_ref()
+            .ok_or_else(|| bad("Cannot send Ctrl+Alt+Del: the microVM has no i8042 keyboard controller."))?;
+        if kbd.lock().unwrap_or_else(|e| e.into_inner()).ctrl_alt_del() {
+            Ok(ApiReply::NoContent)
+        } else {
+            Err(bad(
+                "Cannot send Ctrl+Alt+Del: the guest's keyboard is not taking keys (scanning disabled or its buffer is full).",
+            ))
+        }
+    }
+}
+
 impl Backend for Runtime<'_> {
     fn handle(&mut self, req: ApiRequest) -> Result<ApiReply, ApiFault> {
         match req {
@@ -86,7 +106,7 @@ impl Backend for Runtime<'_> {
             }
             ApiRequest::PutActions(a) => match a.action_type {
                 ActionType::InstanceStart => Err(after_boot()),
-                ActionType::SendCtrlAltDel => Err(not_yet("SendCtrlAltDel (the guest has no keyboard driver)")),
+                ActionType::SendCtrlAltDel => self.ctrl_alt_del(),
                 ActionType::FlushMetrics => self.metrics.flush().map(|()| ApiReply::NoContent).map_err(bad),
             },
             ApiRequest::GetMetricsPrometheus => Ok(ApiReply::Text(self.metrics.prometheus())),
