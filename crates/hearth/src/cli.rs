@@ -292,7 +292,7 @@ fn resolve(args: &RunArgs) -> Result<VmConfig, CliError> {
     })
 }
 
-/// Parses `path=IMG[,ro][,id=ID][,bps=N][,iops=N]` (the `index`-th --drive).
+/// Parses `path=IMG[,ro][,direct][,id=ID][,bps=N][,iops=N]` (the `index`-th --drive).
 fn parse_drive(spec: &str, index: usize) -> Result<DriveConfig, CliError> {
     let bad = |why: String| {
         CliError(format!(
