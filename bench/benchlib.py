@@ -301,6 +301,15 @@ def _stop(proc):
             proc.wait()
 
 
+def stop_and_collect(proc):
+    """Stops `proc` (see _stop), closes its pipes and returns what it wrote to stderr."""
+    _stop(proc)
+    err = proc.stderr.read().decode("utf-8", "replace")
+    proc.stdout.close()
+    proc.stderr.close()
+    return err
+
+
 def run_vm(cmd, timeout, mem_mib=128, stall=None, after_marker="wait", after_timeout=30.0, stop_on_stderr=None):
     """Spawns `cmd`, reads its stdout (the guest console) until MARKER, and its stderr.
     after_marker: "wait" lets it end by itself (killed after `after_timeout` s), "kill" stops it

@@ -146,10 +146,7 @@ def run_guest(cmd, timeout):
             if DONE in console or b"hearth-guest: exit status" in console:
                 break
     finally:
-        B._stop(proc)
-        err = proc.stderr.read().decode("utf-8", "replace")
-        proc.stdout.close()
-        proc.stderr.close()
+        err = B.stop_and_collect(proc)
     text = console.decode("utf-8", "replace").replace("\r", "")
     res = {r["mode"]: r for r in map(parse_line, text.splitlines()) if r}
     if DONE not in console:

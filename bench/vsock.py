@@ -153,10 +153,7 @@ def one_boot(a, hearth, kernel, initrd, payload):
             elif proc.poll() is not None and not ready:
                 break
     finally:
-        B._stop(proc)
-        err = proc.stderr.read().decode("utf-8", "replace")
-        proc.stdout.close()
-        proc.stderr.close()
+        err = B.stop_and_collect(proc)
         srv.join(timeout=1)
         for f in os.listdir(tmp):
             os.unlink(os.path.join(tmp, f))
