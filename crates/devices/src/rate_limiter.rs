@@ -164,6 +164,10 @@ impl RateLimiter {
         if self.armed {
             return false;
         }
+        // Unlimited (every drive has a limiter so PATCH can set one): no clock read per request.
+        if self.bytes.is_none() && self.ops.is_none() {
+            return true;
+        }
         let now = self.clock.now();
         let wait = [self.bytes.as_mut(), self.ops.as_mut()]
             .into_iter()
