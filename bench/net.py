@@ -1,18 +1,16 @@
 #!/usr/bin/env python3
 """Network throughput and latency, hearth vs QEMU microvm, each with a virtio-net device on the
-same host tap: TCP guest -> host and host -> guest (busybox nc in the guest, a socket in this
-script), and ping round trips guest -> host. Same kernel (the patched copy QEMU can boot, see
+same host tap, the same guest program (/bin/hearth-net, guest/tools/hearth-net.c: 256 KiB
+read()/write() calls) and the same kernel (the patched copy QEMU can boot, see
 benchlib.plan_patches), initrd, vCPUs, memory and command line. QEMU: `-netdev tap` (vnet_hdr on,
 offloads negotiated by its virtio-net, no vhost-net on this host) and `-device virtio-net-device`.
 
 Everything runs in a network namespace of its own (hbenchns: the tap, the VMMs, this script's
-sockets), so nothing touches the host's own network. On a PVM host the guest kernel manages a
-few dozen packets (and nc writes) per second, hence the small default size.
-
-Per VMM one boot does everything: ping, download, upload (the guest sends back what it got).
-Throughput is timed on the host: from accepting the connection to the last byte in (upload), or
-to the guest closing after the last byte (download). Needs root (creates the tap hbench0).
-VMs run one at a time; the order alternates between rounds. Prints markdown.
+sockets), so nothing touches the host's own network. Per VMM one boot does `--rounds` rounds of:
+request/response latency (1 and 64 bytes, the host echoes), host -> guest and guest -> host bulk
+TCP. Transfers are timed by the guest (connect to end of file) and checksummed on both sides
+(FNV-1a 64); the report gives the median of the rounds. VMs run one at a time. Needs root
+(creates the tap hbench0). Prints markdown.
 """
 
 import argparse
@@ -40,9 +38,9 @@ DONE = b"netbench: 42"  # printed by $((40+2)): the command line itself must not
 
 def parse():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--runs", type=int, default=1, help="boots per VMM (default 1)")
-    p.add_argument("--mib", type=int, default=1, help="MiB moved each way (default 1)")
-    p.add_argument("--pings", type=int, default=20, help="ping round trips (default 20)")
+    p.add_argument("--rounds", type=int, default=3, help="rounds per boot, the median is reported (default 3)")
+    p.add_argument("--kib", type=int, default=1024, help="KiB moved each way per round (default 1024)")
+    p.add_argument("--pings", type=int, default=100, help="round trips per latency run (default 100)")
     p.add_argument("--memory", type=int, default=256, help="guest MiB (default 256)")
     p.add_argument("--timeout", type=float, default=600, help="per-boot timeout in seconds (default 600)")
     p.add_argument("--kernel")
@@ -87,61 +85,90 @@ def payload(n):
     return bytes(out[:n])
 
 
-class Transfer(threading.Thread):
-    """One accepted connection: `send` bytes (then wait for the peer to close), or receive
-    `expect` bytes (busybox nc does not close at the end of its input: the host closes)."""
+FNV_OFFSET, FNV_PRIME, MASK = 0xcbf29ce484222325, 0x100000001b3, (1 << 64) - 1
 
-    def __init__(self, listener, send=None, expect=0):
+
+def fnv(data, h=FNV_OFFSET):
+    """64-bit FNV-1a, as hearth-net prints it."""
+    for b in data:
+        h = ((h ^ b) * FNV_PRIME) & MASK
+    return h
+
+
+def pattern(n):
+    """What `hearth-net send` sends: byte i is (i * 2654435761 mod 2^32) >> 24."""
+    return bytes(((i * 2654435761) & 0xffffffff) >> 24 for i in range(n))
+
+
+class Server(threading.Thread):
+    """Serves every connection of one listener with `fn(conn)` until the listener closes."""
+
+    def __init__(self, fn):
         super().__init__(daemon=True)
-        self.listener, self.send, self.expect = listener, send, expect
-        self.seconds, self.nbytes, self.digest, self.error = None, 0, None, None
+        self.listener = socket.create_server((HOST_IP, 0))
+        self.port = self.listener.getsockname()[1]
+        self.fn, self.results = fn, []
 
     def run(self):
-        try:
-            self.listener.settimeout(None)
-            conn, _ = self.listener.accept()
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
             conn.settimeout(300)
-            t0 = time.monotonic()
-            h = hashlib.sha256()
-            if self.send is not None:
-                conn.sendall(self.send)
-                conn.shutdown(socket.SHUT_WR)
-                while conn.recv(65536):
-                    pass
-                self.nbytes = len(self.send)
-            else:
-                while self.nbytes < self.expect:
-                    b = conn.recv(1 << 20)
-                    if not b:
-                        break
-                    h.update(b)
-                    self.nbytes += len(b)
-                self.digest = h.hexdigest()
-            self.seconds = time.monotonic() - t0
+            try:
+                self.results.append(self.fn(conn))
+            except OSError as e:
+                self.results.append(("error", str(e)))
             conn.close()
-        except OSError as e:
-            self.error = str(e)
 
 
-def guest_script(down_port, up_port, pings):
+def serve_down(data):
+    def fn(conn):
+        conn.sendall(data)  # closing ends the guest's `hearth-net recv`
+    return fn
+
+
+def serve_up(conn):
+    """Reads to end of file; closing then tells the guest everything arrived."""
+    h, n = FNV_OFFSET, 0
+    while True:
+        b = conn.recv(1 << 18)
+        if not b:
+            return (n, h)
+        h = fnv(b, h)
+        n += len(b)
+
+
+def serve_echo(conn):
+    conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    while True:
+        b = conn.recv(65536)
+        if not b:
+            return None
+        conn.sendall(b)
+
+
+def guest_script(rounds, nbytes, pings, down_port, up_port, echo_port):
     # No double quotes: the kernel command line carries it to init inside "...".
+    loop = " ".join(str(i) for i in range(rounds))
     return (f"ifconfig eth0 {GUEST_IP} netmask 255.255.255.0 up && "
             f"echo features=$(cat /sys/class/net/eth0/device/features); "
-            f"ping -c {pings} -i 0.2 {HOST_IP}; "
-            f"nc {HOST_IP} {down_port} </dev/null >/tmp/d; "
-            f"nc {HOST_IP} {up_port} </tmp/d; "
-            "echo netbench: $((40+2))")
+            f"for i in {loop}; do "
+            f"hearth-net ping {HOST_IP} {echo_port} {pings} 1; "
+            f"hearth-net ping {HOST_IP} {echo_port} {pings} 64; "
+            f"hearth-net recv {HOST_IP} {down_port}; "
+            f"hearth-net send {HOST_IP} {up_port} {nbytes}; "
+            "done; echo netbench: $((40+2))")
 
 
-def run_once(cmd, timeout, data):
-    """Boots one VM with the listeners ready; returns a dict of what it measured."""
-    down = socket.create_server((HOST_IP, 0))
-    up = socket.create_server((HOST_IP, 0))
-    dp, upp = down.getsockname()[1], up.getsockname()[1]
-    tx, rx = Transfer(down, send=data), Transfer(up, expect=len(data))
-    tx.start()
-    rx.start()
-    full = cmd(dp, upp)
+def run_once(cmd, timeout, data, rounds, pings):
+    """Boots one VM that does `rounds` rounds of ping/download/upload; returns what it measured."""
+    servers = [Server(serve_down(data)), Server(serve_up), Server(serve_echo)]
+    for s in servers:
+        s.start()
+    down, up, echo = servers
+    full = cmd(guest_script(rounds, len(data), pings, down.port, up.port, echo.port))
     proc = subprocess.Popen(full, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     console, err = bytearray(), bytearray()
     fds = {proc.stdout.fileno(): console, proc.stderr.fileno(): err}
@@ -155,31 +182,30 @@ def run_once(cmd, timeout, data):
             else:
                 fds[fd] += b
     B._stop(proc)
-    # Unblock listeners the guest never reached.
-    for s in (down, up):
-        try:
-            socket.create_connection(s.getsockname(), timeout=1).close()
-        except OSError:
-            pass
-    tx.join(10)
-    rx.join(10)
-    down.close()
-    up.close()
-    text = console.decode("utf-8", "replace")
-    rtt = re.search(r"min/avg/max = ([\d.]+)/([\d.]+)/([\d.]+) ms", text)
-    loss = re.search(r"(\d+)% packet loss", text)
+    for s in servers:
+        s.listener.close()
+    text = console.decode("utf-8", "replace").replace("\r", "")
+    want_down, want_up = fnv(data), fnv(pattern(len(data)))
+    res = dict(down=[], up=[], ping1=[], ping64=[], bad=[])
+    for m in re.finditer(r"hearth-net: (recv|send) len=(\d+) ns=(\d+) fnv=([0-9a-f]+)", text):
+        kind, n, ns, h = m.group(1), int(m.group(2)), int(m.group(3)), int(m.group(4), 16)
+        want = want_down if kind == "recv" else want_up
+        if n != len(data) or h != want:
+            res["bad"].append(m.group(0))
+            continue
+        res["down" if kind == "recv" else "up"].append(ns / 1e9)
+    for m in re.finditer(r"hearth-net: ping count=\d+ size=(\d+) mean_us=(\d+) p50_us=(\d+)", text):
+        res["ping" + m.group(1)].append((int(m.group(2)), int(m.group(3))))
+    # What the host received must match what the guest says it sent.
+    res["bad"] += [str(r) for r in up.results if r != (len(data), want_up)]
     feat = re.search(r"features=([01]+)", text)
-    ok = DONE in console and rx.digest == hashlib.sha256(data).hexdigest() and rx.nbytes == len(data)
-    return dict(
-        ok=ok,
-        down_s=tx.seconds if ok else None,
-        up_s=rx.seconds if ok else None,
-        rtt=tuple(float(x) for x in rtt.groups()) if rtt else None,
-        loss=int(loss.group(1)) if loss else None,
+    res.update(
+        ok=DONE in console and not res["bad"] and len(res["down"]) == rounds and len(res["up"]) == rounds,
         features=feat.group(1) if feat else None,
         tail=B.console_tail(type("R", (), {"console": bytes(console)})(), 6),
         stderr=err.decode("utf-8", "replace")[-2000:],
     )
+    return res
 
 
 OFFLOAD_BITS = [(0, "CSUM"), (1, "GUEST_CSUM"), (7, "GUEST_TSO4"), (11, "HOST_TSO4"), (15, "MRG_RXBUF")]
@@ -200,68 +226,69 @@ def main():
     kernel, initrd = B.find_guest(a.kernel, a.initrd)
     patched, _ = B.patched_kernel(kernel)
     cmdline = B.guest_cmdline()
-    data = payload(a.mib << 20)
+    data = payload(a.kib << 10)
     say = lambda s: print(s, file=sys.stderr, flush=True)  # noqa: E731
 
-    def hearth_cmd(dp, upp):
+    def hearth_cmd(script):
         c = B.hearth_cmd(hearth, patched, initrd, 1, a.memory, cmdline, int(a.timeout),
-                         guest_cmd=("/bin/sh", "-c", guest_script(dp, upp, a.pings)))
+                         guest_cmd=("/bin/sh", "-c", script))
         # This hearth takes --log-level as an option of `run`, not before it.
         c = [x for x in c if x not in ("--log-level", "info")]
         i = c.index("--")
         return c[:i] + ["--net", f"tap={TAP}"] + c[i:]
 
-    def qemu_cmd(dp, upp):
-        script = '"' + guest_script(dp, upp, a.pings) + '"'
-        return B.qemu_cmd(patched, initrd, 1, a.memory, cmdline, guest_cmd=("/bin/sh", "-c", script)) + [
+    def qemu_cmd(script):
+        return B.qemu_cmd(patched, initrd, 1, a.memory, cmdline, guest_cmd=("/bin/sh", "-c", f'"{script}"')) + [
             "-netdev", f"tap,id=n0,ifname={TAP},script=no,downscript=no",
             "-device", "virtio-net-device,netdev=n0"]
 
     vmms = [("hearth", hearth_cmd), ("QEMU microvm", qemu_cmd)]
-    results = {name: [] for name, _ in vmms}
+    results = {}
+    session = B.session_line()
     enter_netns()
     try:
         tap_up()
-        for i in range(a.runs):
-            for name, cmd in (vmms if i % 2 == 0 else vmms[::-1]):
-                say(f"run {i + 1}/{a.runs}: {name} ...")
-                r = run_once(cmd, a.timeout, data)
-                say(f"    ok {r['ok']}, down {B.fmt_s(r['down_s'])} s, up {B.fmt_s(r['up_s'])} s, rtt {r['rtt']}")
-                if not r["ok"]:
-                    say("    console tail: " + " | ".join(r["tail"]))
-                    say("    stderr tail: " + r["stderr"][-500:])
-                results[name].append(r)
+        for name, cmd in vmms:
+            say(f"{name}: one boot, {a.rounds} rounds ...")
+            r = run_once(cmd, a.timeout, data, a.rounds, a.pings)
+            say(f"    ok {r['ok']}, down s {r['down']}, up s {r['up']}, ping1 {r['ping1']}, ping64 {r['ping64']}")
+            if not r["ok"]:
+                say("    bad: " + " | ".join(r["bad"]))
+                say("    console tail: " + " | ".join(r["tail"]))
+                say("    stderr tail: " + r["stderr"][-500:])
+            results[name] = r
     finally:
         netns_down()
 
-    mib = a.mib
-    rate = lambda s: (mib / s) if s else None  # noqa: E731
+    kib = a.kib
+    fmt = lambda x, d=1: "—" if x is None else f"{x:.{d}f}"  # noqa: E731
+    ratio = lambda x, y: (f"{x / y:.2f}" if x and y else "—")  # noqa: E731
 
-    def med(name, key):
-        return B.median([r[key] for r in results[name] if r[key] is not None])
+    def rate(name, key):
+        s = B.median(results[name][key])
+        return kib / s if s else None
 
-    def med_rtt(name, i):
-        return B.median([r["rtt"][i] for r in results[name] if r["rtt"]])
+    def lat(name, key, i):
+        return B.median([p[i] / 1000 for p in results[name][key]])
 
-    q = {k: med("QEMU microvm", k) for k in ("down_s", "up_s")}
-    q_rtt = med_rtt("QEMU microvm", 1)
-    out = [f"TCP over a host tap, {mib} MiB each way (host times it; busybox nc in the guest), then "
-           f"{a.pings} pings guest -> host (busybox ping, 0.2 s apart); 1 vCPU, {a.memory} MiB, the patched "
-           f"kernel, {a.runs} boot(s) per VMM, median.", "",
-           "| VMM | offloads the driver acked | host → guest MiB/s | vs QEMU | guest → host MiB/s | vs QEMU "
-           "| ping avg ms (min–max) | vs QEMU |",
-           "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    q = "QEMU microvm"
+    out = [session, "",
+           f"TCP over a host tap with the guest's hearth-net (256 KiB read/write calls, checksummed on both "
+           f"sides): {kib} KiB host → guest and {kib} KiB guest → host (guest-timed, connect to end of file), "
+           f"and {a.pings} request/response round trips of 1 and 64 bytes (TCP_NODELAY, host echoes); "
+           f"1 vCPU, {a.memory} MiB, the patched kernel, one boot per VMM doing {a.rounds} rounds, median of "
+           f"the rounds.", "",
+           "| VMM | offloads acked | host → guest KiB/s | vs QEMU | guest → host KiB/s | vs QEMU "
+           "| RTT 1 B p50 ms | vs QEMU | RTT 64 B p50 ms (mean) | vs QEMU |",
+           "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for name, _ in vmms:
-        d, u = med(name, "down_s"), med(name, "up_s")
-        avg, lo, hi = med_rtt(name, 1), med_rtt(name, 0), med_rtt(name, 2)
-        feats = offloads(next((r["features"] for r in results[name] if r["features"]), None))
-        ratio = lambda x, y: (f"{x / y:.2f}" if x and y else "—")  # noqa: E731
-        ok = sum(r["ok"] for r in results[name])
-        fmt = lambda x: "—" if x is None else f"{x:.2f}"  # noqa: E731
-        out.append(f"| {name} ({ok}/{len(results[name])} ok) | {feats} | {fmt(rate(d))} | {ratio(rate(d), rate(q['down_s']))} "
-                   f"| {fmt(rate(u))} | {ratio(rate(u), rate(q['up_s']))} | {fmt(avg)} ({fmt(lo)}–{fmt(hi)}) "
-                   f"| {ratio(avg, q_rtt)} |")
-    out += ["", "Ratios: throughput hearth / QEMU (above 1: hearth moves more), ping hearth / QEMU (below 1: "
+        r = results[name]
+        d, u = rate(name, "down"), rate(name, "up")
+        p1, p64, m64 = lat(name, "ping1", 1), lat(name, "ping64", 1), lat(name, "ping64", 0)
+        out.append(f"| {name} ({'ok' if r['ok'] else 'FAILED'}) | {offloads(r['features'])} | {fmt(d)} "
+                   f"| {ratio(d, rate(q, 'down'))} | {fmt(u)} | {ratio(u, rate(q, 'up'))} | {fmt(p1)} "
+                   f"| {ratio(p1, lat(q, 'ping1', 1))} | {fmt(p64)} ({fmt(m64)}) | {ratio(p64, lat(q, 'ping64', 1))} |")
+    out += ["", "Ratios: throughput hearth / QEMU (above 1: hearth moves more), latency hearth / QEMU (below 1: "
             "hearth answers sooner)."]
     text = "\n".join(out)
     print(text)

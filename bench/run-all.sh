@@ -127,8 +127,8 @@ if [ $SKIP_VSOCK = 0 ]; then
 		--md-out "$OUT/vsock.md" --json-out "$OUT/vsock.json" >/dev/null
 fi
 if [ $SKIP_NET = 0 ]; then
-	say "network throughput and latency on a tap (bench/net.py --runs 1)"
-	python3 "$ROOT/bench/net.py" --runs 1 --kernel "$KERNEL" --initrd "$INITRD" --hearth "$HEARTH" \
+	say "network throughput and latency on a tap (bench/net.py --rounds 3)"
+	python3 "$ROOT/bench/net.py" --rounds 3 --kernel "$KERNEL" --initrd "$INITRD" --hearth "$HEARTH" \
 		--md-out "$OUT/net.md" >/dev/null
 fi
 if [ $SKIP_HYPERFINE = 0 ]; then
