@@ -83,14 +83,17 @@ fn payload(len: usize) -> Vec<u8> {
 
 /// 64-bit FNV-1a, as hearth-net prints it.
 fn fnv(data: &[u8]) -> u64 {
-    data.iter()
-        .fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3))
+    data.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 /// What `hearth-net send` sends: byte i is (i * 2654435761 mod 2^32) >> 24.
 fn pattern(len: usize) -> Vec<u8> {
-    (0..len)
-        .map(|i| ((i as u32).wrapping_mul(2_654_435_761) >> 24) as u8)
+    // i mod 2^32 (the guest computes in 32 bits), then the top byte of the product.
+    (0u32..)
+        .take(len)
+        .map(|i| i.wrapping_mul(2_654_435_761).to_be_bytes()[0])
         .collect()
 }
 
@@ -99,10 +102,7 @@ fn result(console: &str, what: &str) -> Option<(u64, u64, u64)> {
     let rest = console
         .lines()
         .find_map(|l| l.trim().strip_prefix(&format!("hearth-net: {what} ")))?;
-    let field = |k: &str| {
-        rest.split_whitespace()
-            .find_map(|w| w.strip_prefix(&format!("{k}=")))
-    };
+    let field = |k: &str| rest.split_whitespace().find_map(|w| w.strip_prefix(&format!("{k}=")));
     Some((
         field("len")?.parse().ok()?,
         field("ns")?.parse().ok()?,
@@ -241,9 +241,17 @@ fn linux_moves_mibs_each_way_over_a_tap_with_offloads_and_a_tx_limit() {
     let (code, prom) = metrics.join().unwrap();
 
     let (len, down_ns, fnv_seen) = result(&console, "recv").unwrap_or_else(|| panic!("no recv line\n{ctx}"));
-    assert_eq!((len, fnv_seen), (DOWN as u64, down_fnv), "the guest received other bytes\n{ctx}");
+    assert_eq!(
+        (len, fnv_seen),
+        (DOWN as u64, down_fnv),
+        "the guest received other bytes\n{ctx}"
+    );
     let (len, up_ns, fnv_sent) = result(&console, "send").unwrap_or_else(|| panic!("no send line\n{ctx}"));
-    assert_eq!((len, fnv_sent), (UP as u64, up_fnv), "the guest sent other bytes\n{ctx}");
+    assert_eq!(
+        (len, fnv_sent),
+        (UP as u64, up_fnv),
+        "the guest sent other bytes\n{ctx}"
+    );
     assert_eq!(received.len(), UP, "bytes received by the host\n{ctx}");
     assert_eq!(fnv(&received), up_fnv, "the host received other bytes\n{ctx}");
     eprintln!(
@@ -261,7 +269,10 @@ fn linux_moves_mibs_each_way_over_a_tap_with_offloads_and_a_tx_limit() {
         .unwrap_or_else(|| panic!("no tx_rate_limiter_throttled\n{prom}"));
     let tx_bytes = prometheus_counter(&prom, "tx_bytes_count").unwrap_or_else(|| panic!("no tx_bytes_count\n{prom}"));
     eprintln!("device: tx_rate_limiter_throttled {throttled}, tx_bytes_count {tx_bytes}");
-    assert!(throttled > 0, "the transmit limiter never held frames back\n{prom}\n{ctx}");
+    assert!(
+        throttled > 0,
+        "the transmit limiter never held frames back\n{prom}\n{ctx}"
+    );
     assert!(tx_bytes >= UP as u64, "tx_bytes_count {tx_bytes}\n{ctx}");
 
     // The guest's own counters saw every byte; how many packets it took is reported, not
