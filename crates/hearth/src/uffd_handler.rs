@@ -69,8 +69,8 @@ fn receive(stream: &UnixStream, sock: &Path) -> Result<(Vec<GuestRegionUffdMappi
         .recv_with_fd(&mut buf)
         .map_err(|e| format!("cannot receive the mappings on {}: {e}", sock.display()))?;
     let fd = fd.ok_or_else(|| format!("the message on {} carries no userfaultfd", sock.display()))?;
-    let mappings: Vec<GuestRegionUffdMapping> = serde_json::from_slice(&buf[..n])
-        .map_err(|e| format!("bad region mappings on {}: {e}", sock.display()))?;
+    let mappings: Vec<GuestRegionUffdMapping> =
+        serde_json::from_slice(&buf[..n]).map_err(|e| format!("bad region mappings on {}: {e}", sock.display()))?;
     Ok((mappings, Uffd::from_file(fd)))
 }
 
@@ -103,7 +103,9 @@ fn event_loop(stream: &UnixStream, uffd: &Uffd, pages: &mut Pages) -> Result<(),
         }
         if fds[0].revents & libc::POLLIN != 0 {
             loop {
-                let got = uffd.read_msgs(&mut msgs).map_err(|e| format!("reading the userfaultfd: {e}"))?;
+                let got = uffd
+                    .read_msgs(&mut msgs)
+                    .map_err(|e| format!("reading the userfaultfd: {e}"))?;
                 if got == 0 {
                     break;
                 }

@@ -57,7 +57,11 @@ fn restore_through_the_uffd_handler() {
     vm.wait_count(2);
     assert_eq!(api(&sock, "PATCH", "/vm", Some(r#"{"state": "Paused"}"#)).0, 204);
     vm.counts_during(Duration::from_millis(500));
-    let body = format!(r#"{{"snapshot_path": "{}", "mem_file_path": "{}"}}"#, s(&state), s(&mem));
+    let body = format!(
+        r#"{{"snapshot_path": "{}", "mem_file_path": "{}"}}"#,
+        s(&state),
+        s(&mem)
+    );
     let (code, body) = api(&sock, "PUT", "/snapshot/create", Some(&body));
     assert_eq!(code, 204, "{body}");
     let at_snapshot = vm.last_count();
@@ -71,9 +75,20 @@ fn restore_through_the_uffd_handler() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert_eq!(err.lines().count(), 1, "{err}");
-    assert!(err.contains(&format!("no page-fault handler listens on {}", s(&usock))), "{err}");
+    assert!(
+        err.contains(&format!("no page-fault handler listens on {}", s(&usock))),
+        "{err}"
+    );
     let out = Command::new(env!("CARGO_BIN_EXE_hearth"))
-        .args(["restore", "--snapshot", &s(&state), "--mem", &s(&mem), "--mem-uffd", &s(&usock)])
+        .args([
+            "restore",
+            "--snapshot",
+            &s(&state),
+            "--mem",
+            &s(&mem),
+            "--mem-uffd",
+            &s(&usock),
+        ])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
@@ -116,7 +131,10 @@ fn restore_through_the_uffd_handler() {
         if code == 200 && actual >= 16 {
             break;
         }
-        assert!(start.elapsed() < Duration::from_secs(300), "balloon never inflated: {body}");
+        assert!(
+            start.elapsed() < Duration::from_secs(300),
+            "balloon never inflated: {body}"
+        );
         std::thread::sleep(Duration::from_millis(500));
     }
     let after = restored.wait_count(restored.last_count() + 2);

@@ -76,7 +76,10 @@ fn mem_file(path: &Path, pages: usize) {
 }
 
 fn counts(report: &str) -> Vec<u64> {
-    let line = report.lines().find(|l| l.contains("served")).unwrap_or_else(|| panic!("no report in {report}"));
+    let line = report
+        .lines()
+        .find(|l| l.contains("served"))
+        .unwrap_or_else(|| panic!("no report in {report}"));
     line.split(|c: char| !c.is_ascii_digit())
         .filter_map(|n| n.parse().ok())
         .collect()
@@ -89,7 +92,10 @@ fn handler_fills_pages_from_the_file_and_zeroes_removed_ones() {
     mem_file(&mem, 32);
     let mut handler = Handler::spawn(&mem, &sock);
     handler.wait_listening(&sock);
-    let regions = [(GuestAddress(0), 16 * PAGE, 0), (GuestAddress(REGION1), 16 * PAGE, 16 * PAGE as u64)];
+    let regions = [
+        (GuestAddress(0), 16 * PAGE, 0),
+        (GuestAddress(REGION1), 16 * PAGE, 16 * PAGE as u64),
+    ];
     let (guest, session) = memory_from_handler(&regions, &sock).unwrap();
     assert_eq!(session.mappings.len(), 2);
     assert_eq!(session.mappings[1].offset, 16 * PAGE as u64);
@@ -98,7 +104,9 @@ fn handler_fills_pages_from_the_file_and_zeroes_removed_ones() {
     assert_eq!(guest.read_obj::<u8>(GuestAddress(5 * PAGE as u64 + 7)).unwrap(), 6);
     // Region 1, pages 3..=5 in one read: file pages 19..=21.
     let mut buf = vec![0u8; 2 * PAGE + 100];
-    guest.read_slice(&mut buf, GuestAddress(REGION1 + 3 * PAGE as u64)).unwrap();
+    guest
+        .read_slice(&mut buf, GuestAddress(REGION1 + 3 * PAGE as u64))
+        .unwrap();
     assert!(buf[..PAGE].iter().all(|&b| b == 20));
     assert!(buf[PAGE..2 * PAGE].iter().all(|&b| b == 21));
     assert!(buf[2 * PAGE..].iter().all(|&b| b == 22));
@@ -140,7 +148,10 @@ fn setup_errors_are_one_line() {
     let err = memory_from_handler(&[(GuestAddress(0), 16 * PAGE, 0)], &stale).unwrap_err();
     assert!(matches!(err, UffdBackendError::Connect { .. }));
     let chain = format!("{err}: {}", std::error::Error::source(&err).unwrap());
-    assert!(chain.starts_with(&format!("no page-fault handler listens on {}", stale.display())), "{chain}");
+    assert!(
+        chain.starts_with(&format!("no page-fault handler listens on {}", stale.display())),
+        "{chain}"
+    );
     assert!(chain.contains("refused"), "{chain}");
 
     // The handler's own setup errors.

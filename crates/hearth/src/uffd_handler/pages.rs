@@ -43,7 +43,10 @@ impl MemFile {
             )
         };
         if ptr == libc::MAP_FAILED {
-            return Err(format!("cannot map memory file {shown}: {}", io::Error::last_os_error()));
+            return Err(format!(
+                "cannot map memory file {shown}: {}",
+                io::Error::last_os_error()
+            ));
         }
         Ok(Self { ptr: ptr.cast(), len })
     }

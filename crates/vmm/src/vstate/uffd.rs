@@ -171,7 +171,9 @@ impl Uffd {
             .open("/dev/userfaultfd")
             .map_err(|_| UffdError::NotPermitted)?;
         // SAFETY: USERFAULTFD_IOC_NEW takes the flags by value and returns a new descriptor.
-        let fd = unsafe { vmm_sys_util::ioctl::ioctl_with_val(&dev, USERFAULTFD_IOC_NEW(), flags as libc::c_ulong) };
+        let fd = unsafe {
+            vmm_sys_util::ioctl::ioctl_with_val(&dev, USERFAULTFD_IOC_NEW(), libc::c_ulong::from(flags.unsigned_abs()))
+        };
         if fd < 0 {
             return Err(UffdError::NotPermitted);
         }

@@ -120,28 +120,26 @@ pub fn memory_from_handler(
 /// filled, and the guest would hang on its next first touch.
 pub fn watch_handler(session: UffdSession, socket: &Path) {
     let path = socket.display().to_string();
-    let spawned = std::thread::Builder::new()
-        .name("uffd-watch".into())
-        .spawn(move || {
-            let mut fds = [libc::pollfd {
-                fd: session.stream.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            }];
-            loop {
-                // SAFETY: `fds` is a valid array of one pollfd for the duration of the call.
-                let n = unsafe { libc::poll(fds.as_mut_ptr(), 1, -1) };
-                if n > 0 {
-                    break;
-                }
-                if n < 0 && io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
-                    break;
-                }
+    let spawned = std::thread::Builder::new().name("uffd-watch".into()).spawn(move || {
+        let mut fds = [libc::pollfd {
+            fd: session.stream.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        }];
+        loop {
+            // SAFETY: `fds` is a valid array of one pollfd for the duration of the call.
+            let n = unsafe { libc::poll(fds.as_mut_ptr(), 1, -1) };
+            if n > 0 {
+                break;
             }
-            log::error!("the page-fault handler on {path} went away; guest memory can no longer be served");
-            eprintln!("hearth: the page-fault handler on {path} went away; guest memory can no longer be served");
-            std::process::exit(1);
-        });
+            if n < 0 && io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
+                break;
+            }
+        }
+        log::error!("the page-fault handler on {path} went away; guest memory can no longer be served");
+        eprintln!("hearth: the page-fault handler on {path} went away; guest memory can no longer be served");
+        std::process::exit(1);
+    });
     if let Err(e) = spawned {
         log::warn!("cannot watch the page-fault handler: {e}");
     }
