@@ -3,7 +3,7 @@
 //! One boot of a guest whose shell counts in its own memory (`count-N` every second), with a
 //! balloon. Paused and snapshotted, it is stopped; then:
 //! - `hearth restore --mem-uffd` with no handler listening, and with both --mem and --mem-uffd,
-//!   fail with one line (no guest starts);
+//!   fail with one line (no guest starts); so does `PUT /snapshot/load` with a Uffd backend;
 //! - `hearth uffd-handler` serves the memory file and `hearth restore --mem-uffd` restores from
 //!   it: the count goes on from the snapshot's (the shell's memory came through the handler);
 //! - the balloon inflates by 16 MiB (its pages are discarded: UFFD_EVENT_REMOVE) and the guest
@@ -92,6 +92,19 @@ fn restore_through_the_uffd_handler() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+
+    // The same over the API (Firecracker's mem_backend), on a fresh `hearth --api-sock`.
+    let sock3 = dir.join("api3.sock");
+    let fresh = Vm::spawn(&["--api-sock", &s(&sock3)]);
+    let body = format!(
+        r#"{{"snapshot_path": "{}", "mem_backend": {{"backend_type": "Uffd", "backend_path": "{}"}}}}"#,
+        s(&state),
+        s(&usock)
+    );
+    let (code, body) = api(&sock3, "PUT", "/snapshot/load", Some(&body));
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("no page-fault handler listens on"), "{body}");
+    fresh.stop();
 
     let mut handler = Command::new(env!("CARGO_BIN_EXE_hearth"))
         .args(["uffd-handler", "--mem", &s(&mem), "--socket", &s(&usock)])
