@@ -38,7 +38,8 @@ const MAX_MESSAGE: usize = 64 << 10;
 
 pub fn run(args: &UffdHandlerArgs) -> u8 {
     match serve(args) {
-        Ok(()) => crate::exit_code::GUEST_SHUTDOWN,
+        // The VMM went away after being served: the handler's normal end.
+        Ok(()) => 0,
         Err(e) => {
             eprintln!("hearth uffd-handler: {e}");
             crate::exit_code::ERROR

@@ -145,7 +145,8 @@ impl Pages {
                 let mut page = start & !(ps - 1);
                 while page < end {
                     self.removed.insert(page);
-                    page += ps;
+                    let Some(next) = page.checked_add(ps) else { break };
+                    page = next;
                 }
             }
             Event::Other(e) => log::warn!("uffd-handler: ignoring userfaultfd event {e:#x}"),
