@@ -54,6 +54,10 @@ pub enum Command {
     /// Start N microVMs from one snapshot, each a `hearth restore` process with its own API
     /// socket, console log, tap and MAC; exit 0 once all run (they keep running).
     Clone(crate::clone::CloneArgs),
+    /// Serve a snapshot's memory file to `hearth restore --mem-uffd SOCK`: listen on SOCK,
+    /// fill each missing guest page on first touch; exit (printing the fault counts) when
+    /// the VM's hearth goes away.
+    UffdHandler(crate::uffd_handler::UffdHandlerArgs),
 }
 
 #[derive(Args, Debug)]
@@ -63,12 +67,16 @@ pub struct RestoreArgs {
     #[arg(long, value_name = "PATH")]
     pub snapshot: PathBuf,
     /// The snapshot's memory file (mem_file_path); mapped copy-on-write, never written.
-    #[arg(long, value_name = "PATH")]
-    pub mem: PathBuf,
+    #[arg(long, value_name = "PATH", required_unless_present = "mem_uffd")]
+    pub mem: Option<PathBuf>,
     /// A diff snapshot's memory file, laid over --mem (repeatable, oldest first); --snapshot is
     /// then the newest diff snapshot's state file.
     #[arg(long, value_name = "PATH")]
     pub mem_diff: Vec<PathBuf>,
+    /// Instead of --mem: guest memory is filled on first touch by the page-fault handler
+    /// listening on this Unix socket (Firecracker's Uffd backend; see `hearth uffd-handler`).
+    #[arg(long, value_name = "SOCK", conflicts_with_all = ["mem", "mem_diff"])]
+    pub mem_uffd: Option<PathBuf>,
     /// Keep logging the guest's writes after the restore, for further diff snapshots.
     #[arg(long)]
     pub track_dirty_pages: bool,

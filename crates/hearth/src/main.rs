@@ -9,6 +9,7 @@ mod logger;
 mod session;
 mod snapshot_cmd;
 mod terminal;
+mod uffd_handler;
 
 use std::process::ExitCode;
 use std::time::Instant;
@@ -52,6 +53,7 @@ fn main() -> ExitCode {
         Some(Command::Ctl(args)) => return ExitCode::from(ctl::run(args)),
         Some(Command::Snapshot(args)) => return ExitCode::from(snapshot_cmd::run(&args)),
         Some(Command::Clone(args)) => clone::run(args, cli.log_level),
+        Some(Command::UffdHandler(args)) => return ExitCode::from(uffd_handler::run(&args)),
         None => session::firecracker(cli.firecracker, started),
     };
     match result {

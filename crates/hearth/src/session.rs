@@ -170,7 +170,11 @@ pub fn restore(args: RestoreArgs, started: Instant) -> Result<u8> {
     let track = args.track_dirty_pages;
     let paths = controller::RestorePaths {
         state: &args.snapshot,
-        mem: &args.mem,
+        mem: match (&args.mem_uffd, &args.mem) {
+            (Some(sock), _) => controller::MemSource::Uffd(sock),
+            (None, Some(mem)) => controller::MemSource::File(mem),
+            (None, None) => return Err(SessionError("one of --mem and --mem-uffd is required".into()).into()),
+        },
         diffs: &args.mem_diff,
     };
     let io = match &args.console_log {

@@ -32,6 +32,7 @@ use crate::config::VmConfig;
 use crate::host::HostProfile;
 use crate::vmm::{Vmm, VmmError};
 use crate::vstate::memory::GuestMemory;
+use crate::vstate::uffd_backend::{memory_from_handler, UffdBackendError, UffdSession};
 use crate::vstate::vcpu_state::VcpuState;
 use crate::vstate::vm::VmState;
 
@@ -80,6 +81,10 @@ pub enum PersistError {
         #[source]
         source: std::io::Error,
     },
+    #[error("{path}: the Uffd memory backend restores full snapshots only (no diff memory files)")]
+    UffdDiff { path: String },
+    #[error(transparent)]
+    Uffd(#[from] UffdBackendError),
     #[error("the snapshot's guest memory layout is invalid")]
     Layout,
     #[error("the snapshot was taken on a {saved} host; this is a {here} host")]
@@ -353,6 +358,28 @@ pub fn map_memory_with_diffs(
         apply_diff(&mem, snap, d)?;
     }
     Ok(mem)
+}
+
+/// Anonymous guest memory at the saved guest addresses, filled on demand by the page-fault
+/// handler on `socket` from the snapshot's memory file (the Uffd backend). The handler serves
+/// one file, so diff snapshots are refused.
+pub fn uffd_memory(
+    snap: &MachineSnapshot,
+    socket: &Path,
+    diffs: &[PathBuf],
+    state_path: &Path,
+) -> Result<(GuestMemory, UffdSession), PersistError> {
+    if snap.kind == SnapshotKind::Diff || !diffs.is_empty() {
+        return Err(PersistError::UffdDiff {
+            path: state_path.display().to_string(),
+        });
+    }
+    let mut regions = Vec::with_capacity(snap.memory.len());
+    for r in &snap.memory {
+        let size = usize::try_from(r.size).map_err(|_| PersistError::Layout)?;
+        regions.push((GuestAddress(r.guest_addr), size, r.file_offset));
+    }
+    Ok(memory_from_handler(&regions, socket)?)
 }
 
 /// Copies the data extents of a diff memory file into guest memory.

@@ -70,8 +70,17 @@ pub(super) fn info(meta: &InstanceMeta, state: InstanceState) -> Result<ApiReply
 /// laid over it in order.
 pub struct RestorePaths<'a> {
     pub state: &'a Path,
-    pub mem: &'a Path,
+    pub mem: MemSource<'a>,
     pub diffs: &'a [PathBuf],
+}
+
+/// Where a restored guest's memory comes from (Firecracker's `mem_backend`).
+#[derive(Clone, Copy, Debug)]
+pub enum MemSource<'a> {
+    /// The memory file, mapped copy-on-write.
+    File(&'a Path),
+    /// A page-fault handler listening on this Unix socket fills pages on first touch.
+    Uffd(&'a Path),
 }
 
 /// Restores a VM from a snapshot's files; `adjust` may change the saved configuration first
@@ -84,9 +93,22 @@ pub fn restore(
 ) -> Result<Vmm, String> {
     let mut snap = persist::load(paths.state).map_err(|e| format!("Cannot load the snapshot: {}", chain(&e)))?;
     adjust(&mut snap)?;
-    let memory = persist::map_memory_with_diffs(&snap, paths.mem, paths.diffs, paths.state)
-        .map_err(|e| format!("Cannot load the snapshot: {}", chain(&e)))?;
-    restore_linux(snap, memory, io, paused).map_err(|e| format!("Cannot restore the snapshot: {}", chain(&e)))
+    let (memory, handler) = match paths.mem {
+        MemSource::File(mem) => persist::map_memory_with_diffs(&snap, mem, paths.diffs, paths.state)
+            .map(|m| (m, None))
+            .map_err(|e| format!("Cannot load the snapshot: {}", chain(&e)))?,
+        MemSource::Uffd(sock) => {
+            let (m, s) = persist::uffd_memory(&snap, sock, paths.diffs, paths.state)
+                .map_err(|e| format!("Cannot load the snapshot: {}", chain(&e)))?;
+            (m, Some((s, sock)))
+        }
+    };
+    let vmm =
+        restore_linux(snap, memory, io, paused).map_err(|e| format!("Cannot restore the snapshot: {}", chain(&e)))?;
+    if let Some((session, sock)) = handler {
+        crate::vstate::uffd_backend::watch_handler(session, sock);
+    }
+    Ok(vmm)
 }
 
 pub(super) fn chain(e: &(dyn std::error::Error + 'static)) -> String {

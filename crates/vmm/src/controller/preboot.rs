@@ -110,19 +110,21 @@ impl PreBoot {
     }
 
     fn load_snapshot(&mut self, p: &api::models::snapshot::SnapshotLoadParams) -> Result<(), ApiFault> {
-        let mem = match (&p.mem_file_path, &p.mem_backend) {
-            (Some(m), None) => m.clone(),
-            (None, Some(b)) if b.backend_type == api::models::snapshot::MemoryBackendType::File => {
-                b.backend_path.clone()
-            }
-            (None, Some(_)) => return Err(not_yet("the userfaultfd memory backend")),
+        use api::models::snapshot::MemoryBackendType;
+        let (mem, uffd) = match (&p.mem_file_path, &p.mem_backend) {
+            (Some(m), None) => (m.clone(), false),
+            (None, Some(b)) => (b.backend_path.clone(), b.backend_type == MemoryBackendType::Uffd),
             _ => return Err(bad("exactly one of mem_file_path and mem_backend is required")),
         };
         let track = p.enable_diff_snapshots || p.track_dirty_pages;
         let io = self.io.take().ok_or_else(|| bad("the microVM was already started"))?;
         let paths = RestorePaths {
             state: Path::new(&p.snapshot_path),
-            mem: Path::new(&mem),
+            mem: if uffd {
+                MemSource::Uffd(Path::new(&mem))
+            } else {
+                MemSource::File(Path::new(&mem))
+            },
             diffs: &[],
         };
         let vmm = restore(&paths, io, !p.resume_vm, |snap| {
