@@ -201,6 +201,8 @@ mod tests {
         assert_eq!(r32(zp::CMDLINE_SIZE), 42);
         assert_eq!(r32(zp::RAMDISK_IMAGE), 0x7f0_0000);
         assert_eq!(r32(zp::RAMDISK_SIZE), 0x1234);
+        let rsdp: u64 = m.read_obj(GuestAddress(ZERO_PAGE_ADDR + zp::ACPI_RSDP_ADDR)).unwrap();
+        assert_eq!(rsdp, ACPI_TABLES_START);
         let n: u8 = m.read_obj(GuestAddress(ZERO_PAGE_ADDR + zp::E820_ENTRIES)).unwrap();
         assert_eq!(n, 4);
         let e2 = ZERO_PAGE_ADDR + zp::E820_TABLE + 60;
