@@ -301,6 +301,15 @@ def _stop(proc):
             proc.wait()
 
 
+def stop_and_collect(proc):
+    """Stops `proc` (see _stop), closes its pipes and returns what it wrote to stderr."""
+    _stop(proc)
+    err = proc.stderr.read().decode("utf-8", "replace")
+    proc.stdout.close()
+    proc.stderr.close()
+    return err
+
+
 def run_vm(cmd, timeout, mem_mib=128, stall=None, after_marker="wait", after_timeout=30.0, stop_on_stderr=None):
     """Spawns `cmd`, reads its stdout (the guest console) until MARKER, and its stderr.
     after_marker: "wait" lets it end by itself (killed after `after_timeout` s), "kill" stops it
@@ -410,3 +419,12 @@ def find_guest(kernel=None, initrd=None):
         if not p.exists():
             raise SystemExit(f"bench: {p} missing: build the guest with guest/build.sh")
     return k.resolve(), i.resolve()
+
+
+def session_line():
+    """When, which hearth commit, and the host's load average: the first line of a section."""
+    commit = subprocess.run(["git", "-C", str(repo_root()), "rev-parse", "--short", "HEAD"],
+                            capture_output=True, text=True).stdout.strip()
+    load = " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    return (f"Session: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, hearth {commit or '?'}, "
+            f"load average at start {load} (the host is shared: other engineers' VMs ran at the same time).")

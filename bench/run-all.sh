@@ -4,7 +4,7 @@
 # around them is hand-written and kept).
 #
 #   bench/run-all.sh [--runs N] [--skip-boot] [--skip-overhead] [--skip-pio] [--skip-snapshot]
-#                    [--with-hyperfine] [--with-qemu-snapshot]
+#                    [--skip-block] [--skip-vsock] [--skip-net] [--with-hyperfine] [--with-qemu-snapshot]
 #
 # --with-hyperfine adds hearth's end-to-end run (boot, /bin/true, reboot) timed by hyperfine.
 # --with-qemu-snapshot adds QEMU's migrate-to-file / -incoming to the snapshot benchmark.
@@ -17,7 +17,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 DOC=$ROOT/docs/benchmarks.md
 RUNS=3
-SKIP_BOOT=0 SKIP_OVERHEAD=0 SKIP_PIO=0 SKIP_HYPERFINE=1 SKIP_SNAPSHOT=0 QEMU_SNAPSHOT=
+SKIP_BOOT=0 SKIP_OVERHEAD=0 SKIP_PIO=0 SKIP_HYPERFINE=1 SKIP_SNAPSHOT=0 SKIP_BLOCK=0 SKIP_VSOCK=0 SKIP_NET=0 QEMU_SNAPSHOT=
 while [ $# -gt 0 ]; do
 	case $1 in
 	--runs) RUNS=$2; shift ;;
@@ -25,6 +25,9 @@ while [ $# -gt 0 ]; do
 	--skip-overhead) SKIP_OVERHEAD=1 ;;
 	--skip-pio) SKIP_PIO=1 ;;
 	--skip-snapshot) SKIP_SNAPSHOT=1 ;;
+	--skip-block) SKIP_BLOCK=1 ;;
+	--skip-vsock) SKIP_VSOCK=1 ;;
+	--skip-net) SKIP_NET=1 ;;
 	--with-qemu-snapshot) QEMU_SNAPSHOT=--with-qemu ;;
 	--with-hyperfine) SKIP_HYPERFINE=0 ;;
 	-h | --help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
@@ -113,6 +116,21 @@ if [ $SKIP_SNAPSHOT = 0 ]; then
 	python3 "$ROOT/bench/snapshot.py" --runs "$RUNS" $QEMU_SNAPSHOT --kernel "$KERNEL" --initrd "$INITRD" \
 		--hearth "$HEARTH" --md-out "$OUT/snapshot.md" --json-out "$OUT/snapshot.json" >/dev/null
 fi
+if [ $SKIP_BLOCK = 0 ]; then
+	say "block I/O (bench/block.py --runs $RUNS)"
+	python3 "$ROOT/bench/block.py" --runs "$RUNS" --kernel "$KERNEL" --initrd "$INITRD" --hearth "$HEARTH" \
+		--md-out "$OUT/block.md" --json-out "$OUT/block.json" >/dev/null
+fi
+if [ $SKIP_VSOCK = 0 ]; then
+	say "vsock throughput (bench/vsock.py --runs $RUNS)"
+	python3 "$ROOT/bench/vsock.py" --runs "$RUNS" --kernel "$KERNEL" --initrd "$INITRD" --hearth "$HEARTH" \
+		--md-out "$OUT/vsock.md" --json-out "$OUT/vsock.json" >/dev/null
+fi
+if [ $SKIP_NET = 0 ]; then
+	say "network throughput and latency on a tap (bench/net.py --runs 1)"
+	python3 "$ROOT/bench/net.py" --runs 1 --kernel "$KERNEL" --initrd "$INITRD" --hearth "$HEARTH" \
+		--md-out "$OUT/net.md" >/dev/null
+fi
 if [ $SKIP_HYPERFINE = 0 ]; then
 	say "hearth end to end (hyperfine)"
 	PATCHED=$(cd "$ROOT/bench" && python3 -c "import benchlib as B; print(B.patched_kernel('$KERNEL')[0])")
@@ -133,7 +151,7 @@ import re, sys
 from pathlib import Path
 doc, out = Path(sys.argv[1]), Path(sys.argv[2])
 text = doc.read_text()
-for name in ["machine", "boot", "overhead", "pio", "snapshot", "hyperfine"]:
+for name in ["machine", "boot", "overhead", "pio", "snapshot", "block", "vsock", "net", "hyperfine"]:
     f = out / f"{name}.md"
     if not f.exists():
         continue

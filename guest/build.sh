@@ -1,6 +1,6 @@
 #!/bin/bash
 # Build hearth's guest kernel (vmlinux with a PVH note) and initramfs
-# (uncompressed newc cpio: tiny static /init, /bin/hearth-vsock, busybox-static)
+# (uncompressed newc cpio: tiny static /init, /bin/hearth-vsock, /bin/hearth-io, busybox-static)
 # from Debian packages only, and cache them under
 #   ${HEARTH_CACHE:-$HOME/.cache/hearth}/guest/<key>/{vmlinux,initramfs.cpio}
 # with ${HEARTH_CACHE:-$HOME/.cache/hearth}/guest/default -> <key>.
@@ -25,7 +25,7 @@ CONFIG=$GUEST_DIR/kernel.config
 FRAGMENT=$GUEST_DIR/kernel-fragment.config
 INIT_SRC=$GUEST_DIR/init/init.c
 # Static nolibc programs for the initramfs: source -> path in the initramfs.
-TOOLS="tools/hearth-vsock.c:/bin/hearth-vsock"
+TOOLS="tools/hearth-vsock.c:/bin/hearth-vsock tools/hearth-io.c:/bin/hearth-io"
 # Bump when the kernel build steps below change (the kernel key does not hash this script).
 KERNEL_RECIPE=1
 JOBS=$(nproc 2>/dev/null || echo 2)

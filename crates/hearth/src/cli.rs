@@ -6,7 +6,8 @@ use std::time::{Duration, Instant};
 use api::models::net::parse_mac;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use vmm::config::{
-    BalloonConfig, DriveConfig, ForwardProtocol, NetBackend, NetConfig, PortForward, VsockConfig, DEFAULT_CMDLINE,
+    BalloonConfig, DriveConfig, ForwardProtocol, NetBackend, NetConfig, NetLimit, PortForward, VsockConfig,
+    DEFAULT_CMDLINE,
 };
 use vmm::controller::full_config_from;
 use vmm::loader::BootProtocol;
@@ -287,10 +288,11 @@ fn resolve(args: &RunArgs) -> Result<VmConfig, CliError> {
         track_dirty_pages: args.track_dirty_pages,
         vsock: args.vsock.as_deref().map(parse_vsock).transpose()?,
         balloon: args.balloon.as_deref().map(parse_balloon).transpose()?,
+        serial_limit: None,
     })
 }
 
-/// Parses `path=IMG[,ro][,id=ID][,bps=N][,iops=N]` (the `index`-th --drive).
+/// Parses `path=IMG[,ro][,direct][,id=ID][,bps=N][,iops=N]` (the `index`-th --drive).
 fn parse_drive(spec: &str, index: usize) -> Result<DriveConfig, CliError> {
     let bad = |why: String| {
         CliError(format!(
@@ -327,12 +329,24 @@ fn parse_net(spec: &str) -> Result<NetConfig, CliError> {
     let bad = |why: String| {
         CliError(format!(
             "--net '{spec}': {why} (expected tap=NAME[,mac=02:xx:xx:xx:xx:xx] or \
-             user[,mac=..][,hostfwd=tcp:[ADDR:]HOSTPORT-GUESTPORT]...)"
+             user[,mac=..][,hostfwd=tcp:[ADDR:]HOSTPORT-GUESTPORT]..., \
+             and [,rx_bps=N][,rx_pps=N][,tx_bps=N][,tx_pps=N])"
         ))
     };
     let (mut tap, mut user, mut mac, mut forwards) = (None, false, None, Vec::new());
+    let (mut rx_limit, mut tx_limit) = (NetLimit::default(), NetLimit::default());
+    let rate = |k: &str, v: &str| {
+        v.parse::<u64>()
+            .ok()
+            .filter(|&n| n > 0)
+            .ok_or_else(|| bad(format!("{k} '{v}' is not a positive integer")))
+    };
     for part in spec.split(',') {
         match part.split_once('=') {
+            Some((k @ "rx_bps", v)) => rx_limit.bps = rate(k, v)?,
+            Some((k @ "rx_pps", v)) => rx_limit.pps = rate(k, v)?,
+            Some((k @ "tx_bps", v)) => tx_limit.bps = rate(k, v)?,
+            Some((k @ "tx_pps", v)) => tx_limit.pps = rate(k, v)?,
             Some(("tap", t)) if !t.is_empty() && t.len() < 16 && !t.contains(['/', ' ']) => {
                 tap = Some(t.to_string());
             }
@@ -358,7 +372,12 @@ fn parse_net(spec: &str) -> Result<NetConfig, CliError> {
         NetBackend::User { .. } => "user",
     };
     let mac = mac.unwrap_or_else(|| vmm::config::default_mac(name));
-    Ok(NetConfig { backend, mac })
+    Ok(NetConfig {
+        backend,
+        mac,
+        rx_limit,
+        tx_limit,
+    })
 }
 
 /// `tcp:[ADDR:]HOSTPORT-GUESTPORT` or `udp:..` (ports 1..=65535, ADDR an IPv4 address).
@@ -559,9 +578,15 @@ mod tests {
         assert_eq!(n.backend, NetBackend::Tap("hnet0".into()));
         assert_eq!(n.mac, [2, 0xaa, 0xbb, 0xcc, 0xdd, 0x0e]);
         assert_eq!(parse_net("tap=t1").unwrap().mac, parse_net("tap=t1").unwrap().mac);
+        assert_eq!((n.rx_limit, n.tx_limit), (NetLimit::default(), NetLimit::default()));
+        let l = parse_net("tap=t1,rx_bps=1000,tx_pps=50,tx_bps=7").unwrap();
+        assert_eq!(l.rx_limit, NetLimit { bps: 1000, pps: 0 });
+        assert_eq!(l.tx_limit, NetLimit { bps: 7, pps: 50 });
         for bad in [
             "",
             "tap=",
+            "tap=x,rx_bps=0",
+            "tap=x,tx_pps=fast",
             "mac=02:00:00:00:00:01",
             "tap=x,mac=01:00:00:00:00:00",
             "tap=x,mac=02:00",

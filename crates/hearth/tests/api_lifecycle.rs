@@ -1,7 +1,7 @@
 //! The Firecracker way of running hearth, end to end over the API socket with a real guest:
 //! `hearth --api-sock S` waits for configuration, PUTs set it up, InstanceStart boots, the VM is
-//! paused and resumed, bad requests get 4xx while the guest keeps running, and the guest's own
-//! poweroff ends hearth with exit code 0.
+//! paused and resumed, bad requests get 4xx while the guest keeps running, and SendCtrlAltDel on
+//! the i8042 keyboard makes the guest's kernel restart, which ends hearth with exit code 0.
 
 #![allow(clippy::unwrap_used)]
 
@@ -53,7 +53,7 @@ fn wait_line(lines: &Receiver<String>, seen: &mut Vec<String>, want: &str) {
 }
 
 #[test]
-fn configure_boot_pause_resume_and_power_off_over_the_api() {
+fn configure_boot_pause_resume_and_ctrl_alt_del_over_the_api() {
     let guest = common::built_guest_dir();
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("lifecycle-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -103,7 +103,8 @@ fn configure_boot_pause_resume_and_power_off_over_the_api() {
         Some(r#"{"vcpu_count": "one", "mem_size_mib": 128}"#),
         400,
     );
-    let script = "echo lifecycle-ready; head -c 15 /dev/vda; read x; echo got-$x";
+    // The shell stays in `read y` at the end: only Ctrl+Alt+Del can end this guest.
+    let script = "echo lifecycle-ready; head -c 15 /dev/vda; read x; echo got-$x; read y; echo shell-ended";
     let boot = serde_json::json!({
         "kernel_image_path": guest.join("vmlinux"),
         "initrd_path": guest.join("initramfs.cpio"),
@@ -196,10 +197,35 @@ fn configure_boot_pause_resume_and_power_off_over_the_api() {
     assert!(expect(&sock, "GET", "/", None, 200).contains("Running"));
     drop(slow);
 
-    // The guest is alive and reads its console; its poweroff ends hearth cleanly.
+    // The guest is alive and reads its console.
     eprintln!("lifecycle: API checks done; typing into the guest");
     stdin.write_all(b"bye\n").unwrap();
     wait_line(&lines, &mut seen, "got-bye");
+
+    // The guest's atkbd driver found the i8042 keyboard at boot (the keyboard is attached
+    // asynchronously, so the line may come late) and talked to it.
+    let keyboard = "input: AT Translated Set 2 keyboard";
+    if !seen.iter().any(|l| l.contains(keyboard)) {
+        wait_line(&lines, &mut seen, keyboard);
+    }
+    let prom = expect(&sock, "GET", "/metrics/prometheus", None, 200);
+    let reads = prom
+        .lines()
+        .find_map(|l| l.strip_prefix("hearth_i8042_read_count_total "))
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .unwrap_or_else(|| panic!("no i8042 read count in:\n{prom}"));
+    assert!(reads >= 10, "the driver's probe read the controller's replies: {reads}");
+
+    // Ctrl+Alt+Del: the kernel restarts (reboot=k: through the i8042 reset line) and hearth
+    // exits cleanly, without the shell or init ending first.
+    expect(
+        &sock,
+        "PUT",
+        "/actions",
+        Some(r#"{"action_type": "SendCtrlAltDel"}"#),
+        204,
+    );
+    wait_line(&lines, &mut seen, "reboot: Restarting system");
     let start = Instant::now();
     let status = loop {
         if let Some(st) = hearth.0.try_wait().unwrap() {
@@ -207,11 +233,20 @@ fn configure_boot_pause_resume_and_power_off_over_the_api() {
         }
         assert!(
             start.elapsed() < Duration::from_secs(120),
-            "hearth did not exit after the guest powered off"
+            "hearth did not exit after the guest restarted"
         );
         std::thread::sleep(Duration::from_millis(100));
     };
     assert_eq!(status.code(), Some(0));
+    seen.extend(lines.try_iter());
+    // Whole lines: the kernel's command line (on the console too) contains the script.
+    for not in ["shell-ended", "hearth-guest: powering off"] {
+        assert!(
+            !seen.iter().any(|l| l.trim() == not),
+            "'{not}': the guest ended some other way than Ctrl+Alt+Del:\n{}",
+            seen.join("\n")
+        );
+    }
     assert!(!sock.exists(), "hearth removes its API socket");
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -110,12 +110,7 @@ fn scenario(vcpus: u8, full: bool) {
     assert!(while_paused.is_empty(), "a paused guest printed {while_paused:?}");
     let (code, body) = api(&sock, "PUT", "/snapshot/create", Some(&snap_body));
     assert_eq!(code, 204, "{body}");
-    let at_snapshot = vm
-        .seen
-        .iter()
-        .filter_map(|l| l.strip_prefix("count-").and_then(|n| n.parse::<u64>().ok()))
-        .max()
-        .unwrap();
+    let at_snapshot = vm.last_count();
     // A state file is small; the memory file is as large as guest RAM but sparse.
     assert_eq!(std::fs::metadata(&mem).unwrap().len(), 128 << 20);
     assert_eq!(api(&sock, "PATCH", "/vm", Some(r#"{"state": "Resumed"}"#)).0, 204);
@@ -132,12 +127,7 @@ fn scenario(vcpus: u8, full: bool) {
         format!(r#"{{"snapshot_type": "Diff", "snapshot_path": "{diff_state_s}", "mem_file_path": "{diff_mem_s}"}}"#);
     let (code, body) = api(&sock, "PUT", "/snapshot/create", Some(&diff_body));
     assert_eq!(code, 204, "{body}");
-    let at_diff = vm
-        .seen
-        .iter()
-        .filter_map(|l| l.strip_prefix("count-").and_then(|n| n.parse::<u64>().ok()))
-        .max()
-        .unwrap();
+    let at_diff = vm.last_count();
     let blocks = |p: &Path| std::os::unix::fs::MetadataExt::blocks(&std::fs::metadata(p).unwrap());
     println!("memory file blocks: full {} diff {}", blocks(&mem), blocks(&diff_mem));
     assert!(

@@ -11,6 +11,11 @@
 //!    and reports it; the test SIGKILLs hearth at once and finds the pattern in the image. The
 //!    first drive is rate limited in this boot, so its I/O also exercises the throttle path.
 //!
+//! Boot 1 also runs the benchmarks' `/bin/hearth-io` (`guest/tools/hearth-io.c`, O_DIRECT): a
+//! sequential write on a fourth drive and random 4 KiB writes on a fifth, then reads of both;
+//! the host finds exactly the tool's documented pattern at the offsets its PRNG chose, and the
+//! sums the reads print match the host's sums over the same bytes.
+//!
 //! Console markers are printed as `name-$((6*7))` so that the kernel's echo of its command
 //! line (which holds the script) never matches them.
 
@@ -93,6 +98,42 @@ fn allocated(p: &Path) -> u64 {
     std::fs::metadata(p).unwrap().blocks()
 }
 
+/// `/bin/hearth-io`'s data for the 4 KiB block at byte offset `off` (see hearth-io.c).
+fn hio_block(off: usize) -> Vec<u8> {
+    (0..BLOCK / 8)
+        .flat_map(|k| {
+            let w = if k == 0 {
+                off as u64
+            } else {
+                (k as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)
+            };
+            w.to_le_bytes()
+        })
+        .collect()
+}
+
+/// The offsets of hearth-io's rand modes: `bs * (xorshift64() % (bytes / bs))`, seed 1.
+fn hio_rand_offsets(bytes: usize, bs: usize, ops: usize) -> Vec<usize> {
+    let mut x: u64 = 1;
+    (0..ops)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x % (bytes / bs) as u64) as usize * bs
+        })
+        .collect()
+}
+
+/// hearth-io's read sum: every 64-bit little-endian word of the requests, wrapping.
+fn hio_sum(img: &[u8], offsets: &[usize], bs: usize) -> String {
+    let sum = offsets
+        .iter()
+        .flat_map(|&o| img[o..o + bs].chunks_exact(8))
+        .fold(0u64, |s, w| s.wrapping_add(u64::from_le_bytes(w.try_into().unwrap())));
+    format!("sum={sum:016x}")
+}
+
 #[test]
 fn flushed_writes_survive_exit_and_sigkill_and_drives_stay_apart() {
     let a0 = initial(4 * MIB, 3);
@@ -103,18 +144,25 @@ fn flushed_writes_survive_exit_and_sigkill_and_drives_stay_apart() {
         temp_file("b.img", &b0),
         temp_file("c.img", &c0),
     );
+    let (d0, e0) = (initial(2 * MIB, 13), initial(2 * MIB, 17));
+    let (d, e) = (temp_file("d.img", &d0), temp_file("e.img", &e0));
     let err = temp_file("stderr", b"");
     // b is opened with O_DIRECT (no host page cache): its writes, flushes, reads and discards
     // below go through the aligned bounce buffer.
     let drives = [drive(&a, ",id=a"), drive(&b, ",id=b,direct"), drive(&c, ",ro,id=c")];
+    let hio_drives = [drive(&d, ",id=d"), drive(&e, ",id=e")];
 
     // Boot 1: vda gets "hearth-a" at 64 KiB..320 KiB, vdb "hearth-b" at 128 KiB..256 KiB.
     let script1 = "yes hearth-a | dd of=/dev/vda bs=4096 seek=16 count=64 iflag=fullblock 2>/dev/null \
             && sync && echo a-synced-$((6*7)); \
         yes hearth-b | dd of=/dev/vdb bs=4096 seek=32 count=32 iflag=fullblock 2>/dev/null \
             && blockdev --flushbufs /dev/vdb && echo b-flushed-$((6*7)); \
-        echo x | dd of=/dev/vdc conv=fsync 2>&1; echo ro-write-status-$?";
-    let out = hearth(&drives, script1, &err.0).output().unwrap();
+        echo x | dd of=/dev/vdc conv=fsync 2>&1; echo ro-write-status-$?; \
+        hearth-io seqwrite /dev/vdd 1048576 65536 16 && hearth-io seqread /dev/vdd 2097152 65536 32 \
+            && hearth-io randwrite /dev/vde 2097152 4096 100 && hearth-io randread /dev/vde 2097152 4096 100 \
+            && echo hio-done-$((6*7))";
+    let all: Vec<String> = drives.iter().chain(&hio_drives).cloned().collect();
+    let out = hearth(&all, script1, &err.0).output().unwrap();
     let console = String::from_utf8_lossy(&out.stdout).into_owned();
     let ctx = console_ctx(&console, &err.0);
     assert!(console.contains("a-synced-42"), "vda write\n{ctx}");
@@ -146,6 +194,47 @@ fn flushed_writes_survive_exit_and_sigkill_and_drives_stay_apart() {
         "image b is not its old bytes + hearth-b"
     );
     assert!(std::fs::read(&c.0).unwrap() == c0, "the read-only image changed");
+
+    // hearth-io: 1 MiB written in order on vdd, 100 random 4 KiB blocks (seed 1) on vde.
+    assert!(console.contains("hio-done-42"), "hearth-io runs\n{ctx}");
+    let mut d1 = d0.clone();
+    for off in (0..MIB).step_by(BLOCK) {
+        d1[off..off + BLOCK].copy_from_slice(&hio_block(off));
+    }
+    assert!(
+        std::fs::read(&d.0).unwrap() == d1,
+        "image d is not its old bytes + hearth-io's"
+    );
+    let rand = hio_rand_offsets(2 * MIB, BLOCK, 100);
+    let mut e1 = e0.clone();
+    for &off in &rand {
+        e1[off..off + BLOCK].copy_from_slice(&hio_block(off));
+    }
+    assert!(
+        std::fs::read(&e.0).unwrap() == e1,
+        "image e is not its old bytes + hearth-io's"
+    );
+    let seq: Vec<usize> = (0..2 * MIB).step_by(65536).collect();
+    for (mode, want) in [
+        (
+            "seqwrite bs=65536 ops=16 bytes=1048576 ",
+            "sum=0000000000000000".to_string(),
+        ),
+        ("seqread bs=65536 ops=32 bytes=2097152 ", hio_sum(&d1, &seq, 65536)),
+        (
+            "randwrite bs=4096 ops=100 bytes=409600 ",
+            "sum=0000000000000000".to_string(),
+        ),
+        ("randread bs=4096 ops=100 bytes=409600 ", hio_sum(&e1, &rand, BLOCK)),
+    ] {
+        let line = console
+            .lines()
+            .find(|l| l.starts_with(&format!("hearth-io: mode={mode}")));
+        assert!(
+            line.is_some_and(|l| l.trim_end().ends_with(&want)),
+            "hearth-io {mode}: want {want}\n{ctx}"
+        );
+    }
 
     // Boot 2 on the same images, killed as soon as the guest reports its flushed write.
     let blocks_before = allocated(&b.0);

@@ -35,7 +35,11 @@ fn bad_drive_specs_and_missing_images() {
     );
     assert_error(
         &run(&["--kernel", k, "--drive", "path=/tmp,ro,bogus"]),
-        &["--drive 'path=/tmp,ro,bogus'", "bogus", "path=IMG[,ro][,id=ID]"],
+        &[
+            "--drive 'path=/tmp,ro,bogus'",
+            "bogus",
+            "path=IMG[,ro][,direct][,id=ID]",
+        ],
     );
     assert_error(&run(&["--kernel", k, "--drive", "ro"]), &["--drive 'ro'", "no path"]);
     assert_error(

@@ -39,6 +39,9 @@ pub struct DeviceCommon {
     active: Option<Activated>,
     /// The device found the driver's rings unusable; the transport shows DEVICE_NEEDS_RESET.
     broken: bool,
+    /// Times the device changed its configuration space; the transport adds it to the
+    /// ConfigGeneration register so a driver reading a multi-word field sees the change.
+    config_epoch: u32,
 }
 
 impl DeviceCommon {
@@ -57,6 +60,7 @@ impl DeviceCommon {
             queue_evts,
             active: None,
             broken: false,
+            config_epoch: 0,
         })
     }
 
@@ -95,6 +99,19 @@ impl DeviceCommon {
 
     pub fn is_broken(&self) -> bool {
         self.broken
+    }
+
+    /// The device changed its configuration space (e.g. a drive's capacity): bump the
+    /// generation and send a configuration interrupt (virtio 1.2 §2.5.1, §4.2.2).
+    pub fn config_changed(&mut self) {
+        self.config_epoch = self.config_epoch.wrapping_add(1);
+        if let Some(a) = self.active() {
+            a.interrupt.signal_config();
+        }
+    }
+
+    pub fn config_epoch(&self) -> u32 {
+        self.config_epoch
     }
 
     /// Back to the state before the driver found the device (what [`VirtioDevice::reset`]

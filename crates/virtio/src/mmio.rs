@@ -102,7 +102,9 @@ impl MmioTransport {
             }
             // Shared memory regions (§4.2.2 SHMLenLow/High): none, length all-ones.
             0xb0 | 0xb4 => u32::MAX,
-            0xfc => self.config_generation,
+            0xfc => self
+                .config_generation
+                .wrapping_add(self.device().common().config_epoch()),
             _ => {
                 guest_warn(format_args!("virtio-mmio: read of unknown register {offset:#x}"));
                 0

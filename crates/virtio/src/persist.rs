@@ -109,7 +109,7 @@ impl MmioTransport {
             driver_features_sel: self.driver_features_sel,
             driver_features: self.driver_features,
             queue_sel: self.queue_sel,
-            config_generation: self.config_generation,
+            config_generation: self.config_generation.wrapping_add(dev.common().config_epoch()),
             interrupt_status: self.interrupt.status(),
             bad_queues: self.bad_queues.clone(),
             queues: self.queues.iter().map(|q| SavedQueue::from(q.state())).collect(),

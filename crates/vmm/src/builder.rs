@@ -24,7 +24,7 @@ use crate::arch::acpi::{self, AcpiState};
 use crate::arch::layout::{MMIO_DEVICES_START, VIRTIO_LAST_GSI};
 use crate::arch::{boot, mptable};
 use crate::config::{
-    check_memory, check_vcpus, host_ram_mib, ConfigError, DriveConfig, NetBackend, NetConfig, VmConfig,
+    check_memory, check_vcpus, host_ram_mib, ConfigError, DriveConfig, NetBackend, NetConfig, SerialLimit, VmConfig,
 };
 use crate::loader::{self, KernelEntry, LoadError};
 use crate::machine::{AcpiHandle, ApStart, Machine, MachineError, VcpuStart, VirtioSlot};
@@ -91,6 +91,12 @@ pub struct ConsoleIo {
     pub input: Option<RawFd>,
 }
 
+/// What a Linux guest must know about hearth's machine, added to every command line that does
+/// not set these itself: the i8042 has a keyboard port only (no auxiliary port to probe, which
+/// would cost the driver a 0.5 s timeout; no multiplexer) and is listed by neither PnP nor ACPI,
+/// so the driver probes ports 0x60/0x64 directly.
+pub const MACHINE_CMDLINE: &[&str] = &["i8042.noaux", "i8042.nomux", "i8042.nopnp"];
+
 /// The full kernel command line: the user's (or hearth's default) plus the switches the host
 /// needs (e.g. on PVM hosts), unless the user already set them.
 pub fn effective_cmdline(user: &str, host_switches: &[&str]) -> String {
@@ -137,7 +143,12 @@ pub fn build_linux(config: &VmConfig, io: ConsoleIo) -> Result<Vmm, BuildError> 
         None => None,
     };
     let virtio_args = attach_virtio_devices(&mut machine, config, None)?;
-    let cmdline = effective_cmdline(&config.cmdline, machine.host.guest_cmdline);
+    let switches: Vec<&str> = MACHINE_CMDLINE
+        .iter()
+        .chain(machine.host.guest_cmdline)
+        .copied()
+        .collect();
+    let cmdline = effective_cmdline(&config.cmdline, &switches);
     let cmdline = with_kernel_args(&cmdline, &virtio_args);
     log::info!("kernel command line: {cmdline}");
     let cmdline_len = loader::load_cmdline(&machine.memory, &cmdline)?;
@@ -146,7 +157,7 @@ pub fn build_linux(config: &VmConfig, io: ConsoleIo) -> Result<Vmm, BuildError> 
     let acpi_state = acpi::write(&machine.memory, vcpus)?;
     attach_acpi(&mut machine, acpi_state)?;
 
-    let console = attach_legacy_devices(&mut machine, io, None)?;
+    let console = attach_legacy_devices(&mut machine, io, None, config.serial_limit)?;
     machine.config = Some(config.clone());
     let entry = kernel.entry.mode(boot_info);
     Ok(machine.start(entry, ApStart::WaitForSipi, Some(console))?)
@@ -171,7 +182,7 @@ pub fn restore_linux(
     // TRANSPORT_RESET, a UART with pending input), which must land on the restored irqchip.
     machine.vm.restore_state(&snap.vm).map_err(MachineError::from)?;
     attach_virtio_devices(&mut machine, config, Some(&snap.virtio))?;
-    let console = attach_legacy_devices(&mut machine, io, Some(&snap.serial))?;
+    let console = attach_legacy_devices(&mut machine, io, Some(&snap.serial), config.serial_limit)?;
     // A restored guest is a new VM instance (possibly one of many clones): new generation ID.
     let ged = match snap.acpi {
         Some(state) => {
@@ -205,17 +216,26 @@ fn attach_legacy_devices(
     machine: &mut Machine,
     io: ConsoleIo,
     saved: Option<&SerialSnapshot>,
+    limit: Option<SerialLimit>,
 ) -> Result<Console, BuildError> {
     let irq = EventFdTrigger::new(machine.irq_evt(serial::COM1_IRQ)?);
     let uart = match saved {
         Some(state) => SerialConsole::from_state(irq, io.output, state).map_err(BuildError::Restore)?,
         None => SerialConsole::new(irq, io.output),
     };
+    let mut uart = uart;
+    if let Some(l) = limit {
+        uart.limit_output(l.bytes_per_sec, l.burst);
+    }
     machine.devices.metrics.uart = Some(uart.metrics());
     let serial = Arc::new(Mutex::new(uart));
     machine.insert_pio(serial.clone(), serial::COM1_PORT, serial::COM1_LEN)?;
-    let i8042 = Arc::new(Mutex::new(I8042::new(machine.reset_trigger()?)));
-    machine.insert_pio(i8042, i8042::I8042_PORT, i8042::I8042_LEN)?;
+    let kbd_irq = EventFdTrigger::new(machine.irq_evt(i8042::I8042_KBD_IRQ)?);
+    let i8042 = I8042::new(Box::new(kbd_irq), Box::new(machine.reset_trigger()?));
+    machine.devices.metrics.i8042 = Some(i8042.metrics());
+    let i8042 = Arc::new(Mutex::new(i8042));
+    machine.insert_pio(i8042.clone(), i8042::I8042_PORT, i8042::I8042_LEN)?;
+    machine.devices.i8042 = Some(i8042);
     machine.devices.serial = Some(serial.clone());
     Ok(Console {
         serial,
@@ -255,6 +275,7 @@ fn attach_virtio_devices(
         let blk = open_drive(drive)?;
         machine.devices.metrics.blocks.push((drive.id.clone(), blk.metrics()));
         let blk = Arc::new(Mutex::new(blk));
+        machine.devices.blocks.push((drive.id.clone(), blk.clone()));
         let fd = blk.lock().unwrap_or_else(|e| e.into_inner()).rate_limit_fd();
         if let Some(fd) = fd {
             machine.add_event_handler(Box::new(BlockRateLimitTimer { fd, dev: blk.clone() }));
@@ -277,6 +298,16 @@ fn attach_virtio_devices(
         let fd = net.lock().unwrap_or_else(|e| e.into_inner()).backend_fd();
         if let Some(fd) = fd {
             machine.add_event_handler(Box::new(NetBackendReady { fd, dev: net.clone() }));
+        }
+        let (rx_timer, tx_timer) = net.lock().unwrap_or_else(|e| e.into_inner()).rate_limit_fds();
+        for (fd, rx) in [(rx_timer, true), (tx_timer, false)] {
+            if let Some(fd) = fd {
+                machine.add_event_handler(Box::new(NetRateLimitTimer {
+                    fd,
+                    dev: net.clone(),
+                    rx,
+                }));
+            }
         }
         devices.push(net);
     }
@@ -321,27 +352,31 @@ fn attach_virtio_devices(
     Ok(args)
 }
 
-fn open_drive(drive: &DriveConfig) -> Result<Block, BuildError> {
+/// Opens a drive's image: read-write unless `read_only`, O_DIRECT with `direct`.
+pub(crate) fn open_image(path: &std::path::Path, read_only: bool, direct: bool) -> std::io::Result<std::fs::File> {
     use std::os::unix::fs::OpenOptionsExt;
-    let file = std::fs::File::options()
+    std::fs::File::options()
         .read(true)
-        .write(!drive.read_only)
-        .custom_flags(if drive.direct { libc::O_DIRECT } else { 0 })
-        .open(&drive.path)
-        .map_err(|source| BuildError::DriveOpen {
-            id: drive.id.clone(),
-            path: drive.path.display().to_string(),
-            source,
-        })?;
+        .write(!read_only)
+        .custom_flags(if direct { libc::O_DIRECT } else { 0 })
+        .open(path)
+}
+
+fn open_drive(drive: &DriveConfig) -> Result<Block, BuildError> {
+    let file = open_image(&drive.path, drive.read_only, drive.direct).map_err(|source| BuildError::DriveOpen {
+        id: drive.id.clone(),
+        path: drive.path.display().to_string(),
+        source,
+    })?;
     let mut blk = Block::with_direct(file, drive.read_only, drive.direct, &drive.id)?;
-    if drive.bps > 0 || drive.iops > 0 {
-        let limits = Limits {
-            bps: drive.bps,
-            iops: drive.iops,
-            ..Limits::default()
-        };
-        blk.set_rate_limit(limits, Box::new(MonotonicClock::default()))?;
-    }
+    // Every drive gets a limiter (unlimited by default: it admits everything), so that
+    // `PATCH /drives` can set limits after boot without a new fd for the event loop.
+    let limits = Limits {
+        bps: drive.bps,
+        iops: drive.iops,
+        ..Limits::default()
+    };
+    blk.set_rate_limit(limits, Box::new(MonotonicClock::default()))?;
     Ok(blk)
 }
 
@@ -374,7 +409,40 @@ fn open_net(net: &NetConfig) -> Result<Net, BuildError> {
         // signal follows the thread that spawned it.
         NetBackend::User { forwards } => Box::new(Passt::spawn("passt", forwards)?),
     };
-    Ok(Net::new(backend, net.mac)?)
+    let mut dev = Net::new(backend, net.mac)?;
+    let limits = |l: crate::config::NetLimit| Limits {
+        bps: l.bps,
+        iops: l.pps,
+        ..Limits::default()
+    };
+    if net.rx_limit != crate::config::NetLimit::default() || net.tx_limit != crate::config::NetLimit::default() {
+        dev.set_rate_limits(limits(net.rx_limit), limits(net.tx_limit), &|| {
+            Box::new(MonotonicClock::default())
+        })?;
+    }
+    Ok(dev)
+}
+
+/// Lets a rate-limited network interface move frames again when a limiter's timer fires.
+struct NetRateLimitTimer {
+    /// Owned by the interface's limiter, which this handler keeps alive.
+    fd: RawFd,
+    dev: Arc<Mutex<Net>>,
+    rx: bool,
+}
+
+impl EventHandler for NetRateLimitTimer {
+    fn fd(&self) -> RawFd {
+        self.fd
+    }
+    fn on_readable(&mut self) {
+        let mut dev = self.dev.lock().unwrap_or_else(|e| e.into_inner());
+        if self.rx {
+            dev.rx_rate_limit_fired();
+        } else {
+            dev.tx_rate_limit_fired();
+        }
+    }
 }
 
 /// Delivers frames arriving on a network device's host backend (tap or passt) to the guest,
@@ -524,6 +592,11 @@ mod tests {
         );
         assert_eq!(effective_cmdline("a", &[]), "a");
         assert_eq!(effective_cmdline("-- x", &["noxsave"]), "noxsave -- x");
+        // The user's own i8042 setting wins over hearth's.
+        assert_eq!(
+            effective_cmdline("i8042.noaux=0", MACHINE_CMDLINE),
+            "i8042.noaux=0 i8042.nomux i8042.nopnp"
+        );
     }
 
     #[test]

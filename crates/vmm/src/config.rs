@@ -39,6 +39,15 @@ pub struct VmConfig {
     /// A virtio-balloon device.
     #[serde(default)]
     pub balloon: Option<BalloonConfig>,
+    /// COM1 output beyond this rate is dropped (Firecracker's `PUT /serial` rate_limiter).
+    pub serial_limit: Option<SerialLimit>,
+}
+
+/// Bytes a second of serial output, with bursts of up to `burst` bytes (0: one second's worth).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SerialLimit {
+    pub bytes_per_sec: u64,
+    pub burst: u64,
 }
 
 /// The virtio-vsock device: the guest's CID and the Unix socket host programs connect to
@@ -54,6 +63,16 @@ pub struct VsockConfig {
 pub struct NetConfig {
     pub backend: NetBackend,
     pub mac: [u8; 6],
+    /// Rate limits of what the guest receives and sends (bursts of one second's worth).
+    pub rx_limit: NetLimit,
+    pub tx_limit: NetLimit,
+}
+
+/// Bytes and frames a second in one direction; 0 = unlimited.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetLimit {
+    pub bps: u64,
+    pub pps: u64,
 }
 
 /// Where a virtio-net interface's frames go on the host.

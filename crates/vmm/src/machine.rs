@@ -6,7 +6,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 
 use bus::{Bus, BusError, SharedDevice};
-use devices::legacy::SerialConsole;
+use devices::legacy::{SerialConsole, I8042};
 use kvm_ioctls::{Cap, IoEventAddress, Kvm};
 use virtio::MmioTransport;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
@@ -56,9 +56,8 @@ pub struct ResetTrigger {
     stop: Arc<AtomicBool>,
 }
 
-impl vm_superio::Trigger for ResetTrigger {
-    type E = std::io::Error;
-    fn trigger(&self) -> std::io::Result<()> {
+impl devices::Interrupt for ResetTrigger {
+    fn raise(&self) -> std::io::Result<()> {
         self.stop.store(true, std::sync::atomic::Ordering::Release);
         self.evt.write(1)
     }
@@ -122,6 +121,8 @@ pub struct AcpiHandle {
 #[derive(Clone, Default)]
 pub struct DeviceHandles {
     pub serial: Option<Arc<Mutex<SerialConsole>>>,
+    /// The keyboard controller (Ctrl+Alt+Del from the API).
+    pub i8042: Option<Arc<Mutex<I8042>>>,
     /// In attach order (= MMIO address order).
     pub virtio: Vec<VirtioSlot>,
     /// The devices' counters (see `crate::metrics`).
@@ -130,6 +131,8 @@ pub struct DeviceHandles {
     pub balloon: Option<devices::virtio::BalloonHandle>,
     /// ACPI tables and the VM generation ID (guests booted before hearth had them have none).
     pub acpi: Option<AcpiHandle>,
+    /// The drives by id (`PATCH /drives` after boot).
+    pub blocks: Vec<(String, Arc<Mutex<devices::virtio::Block>>)>,
 }
 
 impl Machine {

@@ -1,5 +1,5 @@
 //! hearth's metrics: the counters a running VM has (API requests and latencies, per-drive and
-//! per-interface I/O, entropy, COM1 output, vCPU exits by reason, event-loop device events),
+//! per-interface I/O, entropy, COM1 output, the i8042, vCPU exits by reason, event-loop device events),
 //! gathered from where they are counted — devices own `Arc`s of atomic counters
 //! (`devices::metrics`), vCPUs their [`ExitCounters`] — and rendered on request
 //! ([`render`]): Firecracker's JSON lines to the `PUT /metrics` file on every `FlushMetrics`
@@ -7,7 +7,7 @@
 //! `GET /metrics/prometheus`.
 //!
 //! Only what hearth really counts is reported. Firecracker groups hearth has nothing for
-//! (`signals`, `seccomp`, `mmds`, `vsock`, `balloon`, `i8042`, ...) are left out, not zeroed.
+//! (`signals`, `seccomp`, `mmds`, `vsock`, `balloon`, ...) are left out, not zeroed.
 //! Everything here runs on the event-loop thread (API and timer), so the shared state's mutex is
 //! never contended and never taken on a vCPU thread.
 
@@ -23,7 +23,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use api::models::vm::VmState;
 use api::models::vm_config::FullVmConfig;
 use api::{ApiFault, ApiReply, ApiRequest, Backend};
-use devices::legacy::UartMetrics;
+use devices::legacy::{I8042Metrics, UartMetrics};
 use devices::metrics::{Counter, MetricGroup};
 use devices::virtio::block::BlockMetrics;
 use devices::virtio::net::NetMetrics;
@@ -46,6 +46,7 @@ pub struct DeviceMetrics {
     pub nets: Vec<(String, Arc<NetMetrics>)>,
     pub rng: Option<Arc<RngMetrics>>,
     pub uart: Option<Arc<UartMetrics>>,
+    pub i8042: Option<Arc<I8042Metrics>>,
 }
 
 /// The running VM's counters, once it is started.
@@ -257,6 +258,9 @@ fn live_samples(live: &Live, out: &mut Vec<Sample>) {
     }
     if let Some(m) = &live.devices.uart {
         render::device(out, "uart", None, m.fields());
+    }
+    if let Some(m) = &live.devices.i8042 {
+        render::device(out, "i8042", None, m.fields());
     }
     for (id, c) in live.vcpus.iter().enumerate() {
         for (reason, value) in c.by_reason() {

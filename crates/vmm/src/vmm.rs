@@ -269,6 +269,12 @@ impl Vmm {
         self.config.as_ref()
     }
 
+    /// The configuration, for changes made while the VM runs (so snapshots and
+    /// `GET /vm/config` see them).
+    pub fn config_mut(&mut self) -> Option<&mut VmConfig> {
+        self.config.as_mut()
+    }
+
     /// Runs until the VM ends (or `deadline` passes), then stops and joins every vCPU.
     pub fn run(self, deadline: Option<Duration>) -> RunSummary {
         self.run_controlled(deadline, None)

@@ -4,15 +4,16 @@
 //! with [`SerialConsole::enqueue_input`]. Interrupts go through an [`EventFdTrigger`] (irqfd).
 
 use std::io::Write;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use bus::BusDevice;
 use serde::{Deserialize, Serialize};
 use vm_superio::serial::{NoEvents, SerialState};
 use vm_superio::Serial;
 
-use super::serial_metrics::{CountingWriter, UartMetrics};
+use super::serial_metrics::{CountingWriter, OutputLimit, UartMetrics};
 use crate::interrupt::EventFdTrigger;
+use crate::rate_limiter::{Clock, MonotonicClock, TokenBucket};
 
 /// Standard PC port of COM1 and its 8 registers.
 pub const COM1_PORT: u64 = 0x3f8;
@@ -32,26 +33,42 @@ pub struct SerialSnapshot {
 pub struct SerialConsole {
     uart: Serial<EventFdTrigger, NoEvents, CountingWriter>,
     metrics: Arc<UartMetrics>,
+    /// Shared with the output writer (see [`SerialConsole::limit_output`]).
+    limit: Arc<Mutex<Option<OutputLimit>>>,
 }
 
-fn counting(out: Box<dyn Write + Send>) -> (CountingWriter, Arc<UartMetrics>) {
+type Counting = (CountingWriter, Arc<UartMetrics>, Arc<Mutex<Option<OutputLimit>>>);
+
+fn counting(out: Box<dyn Write + Send>) -> Counting {
     let metrics = Arc::new(UartMetrics::default());
+    let limit = Arc::new(Mutex::new(None));
     (
         CountingWriter {
             inner: out,
             metrics: metrics.clone(),
+            limit: limit.clone(),
         },
         metrics,
+        limit,
     )
 }
 
 impl SerialConsole {
     pub fn new(irq: EventFdTrigger, out: Box<dyn Write + Send>) -> Self {
-        let (out, metrics) = counting(out);
+        let (out, metrics, limit) = counting(out);
         Self {
             uart: Serial::new(irq, out),
             metrics,
+            limit,
         }
+    }
+
+    /// Drops output beyond `bytes_per_sec` (bursts up to `burst` bytes; 0 = one second's worth),
+    /// counting what it drops in `rate_limiter_dropped_bytes`.
+    pub fn limit_output(&mut self, bytes_per_sec: u64, burst: u64) {
+        let clock = MonotonicClock::default();
+        let bucket = TokenBucket::new(bytes_per_sec, burst, clock.now());
+        *self.limit.lock().unwrap_or_else(|e| e.into_inner()) = Some(OutputLimit { bucket, clock });
     }
 
     /// This UART's counters.
@@ -73,9 +90,9 @@ impl SerialConsole {
             scratch: state.regs[8],
             in_buffer: state.in_buffer.clone(),
         };
-        let (out, metrics) = counting(out);
+        let (out, metrics, limit) = counting(out);
         Serial::from_state(&st, irq, NoEvents, out)
-            .map(|uart| Self { uart, metrics })
+            .map(|uart| Self { uart, metrics, limit })
             .map_err(|e| format!("the saved serial port state is invalid ({e:?})"))
     }
 
@@ -142,6 +159,21 @@ mod tests {
         fn flush(&mut self) -> std::io::Result<()> {
             Ok(())
         }
+    }
+
+    #[test]
+    fn output_beyond_the_limit_is_dropped_and_counted() {
+        let evt = EventFd::new(EFD_NONBLOCK).unwrap();
+        let sink = Sink::default();
+        let mut com = SerialConsole::new(EventFdTrigger::new(evt), Box::new(sink.clone()));
+        // 3 bytes a second: a burst of 3 goes through at once, the rest of the line is dropped.
+        com.limit_output(3, 3);
+        for b in b"hello" {
+            com.write(0, &[*b]);
+        }
+        assert_eq!(&*sink.0.lock().unwrap(), b"hel");
+        assert_eq!(com.metrics().rate_limiter_dropped_bytes.get(), 2);
+        assert_eq!(com.metrics().write_count.get(), 3);
     }
 
     #[test]

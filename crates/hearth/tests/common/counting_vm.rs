@@ -62,6 +62,15 @@ impl Vm {
         );
     }
 
+    /// The highest `count-N` seen so far.
+    pub fn last_count(&self) -> u64 {
+        self.seen
+            .iter()
+            .filter_map(|l| l.strip_prefix("count-").and_then(|n| n.parse::<u64>().ok()))
+            .max()
+            .unwrap_or(0)
+    }
+
     /// The counts printed during `d`.
     pub fn counts_during(&mut self, d: Duration) -> Vec<u64> {
         let start = Instant::now();

@@ -132,7 +132,7 @@ impl Controller for ApiController {
     fn on_readable(&mut self, vmm: &mut Vmm) -> Option<VmExit> {
         let mut rt = Runtime {
             meta: &self.meta,
-            config: &self.config,
+            config: &mut self.config,
             vmm,
             metrics: &self.metrics,
             exit: None,

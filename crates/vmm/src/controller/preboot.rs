@@ -58,14 +58,30 @@ impl PreBoot {
         Ok(ApiReply::NoContent)
     }
 
+    /// `PUT /serial`: COM1's output goes to `serial_out_path` (an existing file, appended to,
+    /// or a FIFO with a reader) instead of stdout; the rate limit applies at boot.
+    fn put_serial(&mut self, d: api::models::serial::SerialDevice) -> Result<ApiReply, ApiFault> {
+        if let Some(path) = &d.serial_out_path {
+            let file = open_serial_out(path)?;
+            if let Some(io) = &mut self.io {
+                io.output = Box::new(file);
+            }
+        }
+        self.config.serial = Some(d);
+        Ok(ApiReply::NoContent)
+    }
+
     fn put_metrics(&mut self, m: api::models::metrics::Metrics) -> Result<ApiReply, ApiFault> {
         self.metrics.set_path(&m.metrics_path).map_err(bad)?;
         self.config.metrics = Some(m);
         Ok(ApiReply::NoContent)
     }
 
-    /// Applies the `logger` and `metrics` of a config file (before [`PreBoot::start`]).
+    /// Applies the `logger`, `metrics` and `serial` of a config file (before [`PreBoot::start`]).
     pub fn apply_log_and_metrics(&mut self) -> Result<(), ApiFault> {
+        if let Some(d) = self.config.serial.clone() {
+            self.put_serial(d)?;
+        }
         if let Some(l) = self.config.logger.clone() {
             self.put_logger(l)?;
         }
@@ -222,6 +238,7 @@ impl Backend for PreBoot {
                 ActionType::SendCtrlAltDel => Err(before_boot()),
                 ActionType::FlushMetrics => self.metrics.flush().map(|()| ApiReply::NoContent).map_err(bad),
             },
+            ApiRequest::PutSerial(d) => self.put_serial(d),
             ApiRequest::PutLogger(l) => self.put_logger(l),
             ApiRequest::PutMetrics(m) => self.put_metrics(m),
             ApiRequest::GetMetricsPrometheus => Ok(ApiReply::Text(self.metrics.prometheus())),
@@ -232,4 +249,17 @@ impl Backend for PreBoot {
             other => unsupported(&other),
         }
     }
+}
+
+/// Opens `path` for COM1's output: it must exist, as for `/logger` and `/metrics` (a regular
+/// file is appended to); a FIFO must have a reader already (non-blocking open: without one this is an error, not a hung
+/// API), and output it cannot take at once is dropped (counted in `uart.error_count`) rather
+/// than stalling the guest.
+fn open_serial_out(path: &str) -> Result<std::fs::File, ApiFault> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .append(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| bad(format!("Cannot open the serial output {path}: {e}")))
 }

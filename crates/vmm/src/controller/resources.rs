@@ -6,12 +6,38 @@ use api::models::net::parse_mac;
 use api::models::vm_config::FullVmConfig;
 use api::ApiFault;
 
-use crate::config::{default_mac, DriveConfig, NetBackend, NetConfig, VmConfig, VsockConfig, DEFAULT_CMDLINE};
+use crate::config::{
+    default_mac, DriveConfig, NetBackend, NetConfig, NetLimit, VmConfig, VsockConfig, DEFAULT_CMDLINE,
+};
 use crate::loader::BootProtocol;
 
 use super::*;
 
 /// A Firecracker token bucket (`size` tokens per `refill_time` ms) as a rate per second.
+/// Firecracker's per-direction limiter as bytes and frames a second.
+fn net_limit(rl: Option<&api::models::rate_limiter::RateLimiter>) -> NetLimit {
+    NetLimit {
+        bps: rl.and_then(|r| r.bandwidth.as_ref()).map_or(0, per_second),
+        pps: rl.and_then(|r| r.ops.as_ref()).map_or(0, per_second),
+    }
+}
+
+/// The other way, for `GET /vm/config`: a one-second bucket of the configured rates.
+fn api_limiter(l: NetLimit) -> Option<api::models::rate_limiter::RateLimiter> {
+    use api::models::rate_limiter::{RateLimiter, TokenBucket};
+    let bucket = |n: u64| {
+        (n > 0).then_some(TokenBucket {
+            size: n,
+            one_time_burst: None,
+            refill_time: 1000,
+        })
+    };
+    (l != NetLimit::default()).then(|| RateLimiter {
+        bandwidth: bucket(l.bps),
+        ops: bucket(l.pps),
+    })
+}
+
 pub(super) fn per_second(b: &api::models::rate_limiter::TokenBucket) -> u64 {
     b.size.saturating_mul(1000) / b.refill_time.max(1)
 }
@@ -73,6 +99,8 @@ pub fn vm_config_from(full: &FullVmConfig) -> Result<VmConfig, ApiFault> {
                 Some(m) => parse_mac(m).ok_or_else(|| bad(format!("guest_mac '{m}' is not a MAC address")))?,
                 None => default_mac(&iface.host_dev_name),
             },
+            rx_limit: net_limit(iface.rx_rate_limiter.as_ref()),
+            tx_limit: net_limit(iface.tx_rate_limiter.as_ref()),
         }),
         _ => return Err(not_yet("more than one network interface")),
     };
@@ -98,6 +126,16 @@ pub fn vm_config_from(full: &FullVmConfig) -> Result<VmConfig, ApiFault> {
             stats_polling_interval_s: b.stats_polling_interval_s,
             free_page_reporting: b.free_page_reporting,
         }),
+        serial_limit: full
+            .serial
+            .as_ref()
+            .and_then(|s| s.rate_limiter.as_ref())
+            // As in Firecracker, an empty bucket (size or refill_time 0) is no limit.
+            .filter(|b| b.size > 0 && b.refill_time > 0)
+            .map(|b| crate::config::SerialLimit {
+                bytes_per_sec: per_second(b),
+                burst: b.size.saturating_add(b.one_time_burst.unwrap_or(0)),
+            }),
     })
 }
 
@@ -148,8 +186,8 @@ pub fn full_config_from(c: &VmConfig) -> FullVmConfig {
                 host_dev_name: tap.clone(),
                 guest_mac: Some(n.mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")),
                 mtu: None,
-                rx_rate_limiter: None,
-                tx_rate_limiter: None,
+                rx_rate_limiter: api_limiter(n.rx_limit),
+                tx_rate_limiter: api_limiter(n.tx_limit),
             })
             .collect(),
         entropy: c.rng.then(Default::default),

@@ -17,11 +17,31 @@ use super::*;
 /// After boot: answers requests against the running VM.
 pub struct Runtime<'a> {
     pub meta: &'a InstanceMeta,
-    pub config: &'a FullVmConfig,
+    pub config: &'a mut FullVmConfig,
     pub vmm: &'a mut Vmm,
     pub metrics: &'a Metrics,
     /// Set to end the VM after the reply.
     pub exit: Option<VmExit>,
+}
+
+impl Runtime<'_> {
+    /// Types Ctrl+Alt+Del on the i8042 keyboard. The guest's keyboard driver turns it into
+    /// `ctrl_alt_del()`; Linux then restarts, which ends the VM through the i8042 reset line.
+    fn ctrl_alt_del(&mut self) -> Result<ApiReply, ApiFault> {
+        let kbd = self
+            .vmm
+            .devices()
+            .i8042
+            .as_ref()
+            .ok_or_else(|| bad("Cannot send Ctrl+Alt+Del: the microVM has no i8042 keyboard controller."))?;
+        if kbd.lock().unwrap_or_else(|e| e.into_inner()).ctrl_alt_del() {
+            Ok(ApiReply::NoContent)
+        } else {
+            Err(bad(
+                "Cannot send Ctrl+Alt+Del: the guest's keyboard is not taking keys (scanning disabled or its buffer is full).",
+            ))
+        }
+    }
 }
 
 impl Backend for Runtime<'_> {
@@ -39,7 +59,8 @@ impl Backend for Runtime<'_> {
                 firecracker_version: version(),
             }),
             ApiRequest::GetMachineConfig => ApiReply::json(&self.config.machine_config.clone().unwrap_or_default()),
-            ApiRequest::GetVmConfig => ApiReply::json(self.config),
+            ApiRequest::GetVmConfig => ApiReply::json(&*self.config),
+            ApiRequest::PatchDrive(d) => self.patch_drive(&d),
             ApiRequest::PatchVm(v) => {
                 let r = match v.state {
                     ApiVmState::Paused => self.vmm.pause(),
@@ -85,7 +106,7 @@ impl Backend for Runtime<'_> {
             }
             ApiRequest::PutActions(a) => match a.action_type {
                 ActionType::InstanceStart => Err(after_boot()),
-                ActionType::SendCtrlAltDel => Err(not_yet("SendCtrlAltDel (the guest has no keyboard driver)")),
+                ActionType::SendCtrlAltDel => self.ctrl_alt_del(),
                 ActionType::FlushMetrics => self.metrics.flush().map(|()| ApiReply::NoContent).map_err(bad),
             },
             ApiRequest::GetMetricsPrometheus => Ok(ApiReply::Text(self.metrics.prometheus())),
@@ -144,5 +165,80 @@ impl Backend for Runtime<'_> {
             }
             other => unsupported(&other),
         }
+    }
+}
+
+impl Runtime<'_> {
+    /// `PATCH /drives/{id}` after boot: a new backing file (same read-only and O_DIRECT
+    /// settings; the guest is told the new capacity) and/or new rate limits.
+    fn patch_drive(&mut self, d: &api::models::drive::PartialDrive) -> Result<ApiReply, ApiFault> {
+        let dev = self
+            .vmm
+            .devices()
+            .blocks
+            .iter()
+            .find(|(id, _)| *id == d.drive_id)
+            .map(|(_, dev)| dev.clone())
+            .ok_or_else(|| {
+                bad(format!(
+                    "No drive '{}' (PATCH only changes drives configured at boot).",
+                    d.drive_id
+                ))
+            })?;
+        let drive = self
+            .vmm
+            .config()
+            .and_then(|c| c.drives.iter().find(|x| x.id == d.drive_id))
+            .cloned()
+            .ok_or_else(|| bad(format!("No configuration for drive '{}'.", d.drive_id)))?;
+        // Open first: a path that cannot be used changes nothing.
+        let image = match &d.path_on_host {
+            Some(p) => Some(
+                crate::builder::open_image(Path::new(p), drive.read_only, drive.direct)
+                    .map_err(|e| bad(format!("Cannot open '{p}' for drive '{}': {e}", d.drive_id)))?,
+            ),
+            None => None,
+        };
+        let mut dev = dev.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(rl) = &d.rate_limiter {
+            let limits = devices::rate_limiter::Limits {
+                bps: rl.bandwidth.as_ref().map_or(0, resources::per_second),
+                iops: rl.ops.as_ref().map_or(0, resources::per_second),
+                ..Default::default()
+            };
+            if !dev.update_rate_limit(limits) {
+                return Err(bad(format!("Drive '{}' has no rate limiter.", d.drive_id)));
+            }
+            if let Some(c) = self
+                .vmm
+                .config_mut()
+                .and_then(|c| c.drives.iter_mut().find(|x| x.id == d.drive_id))
+            {
+                (c.bps, c.iops) = (limits.bps, limits.iops);
+            }
+        }
+        if let (Some(image), Some(p)) = (image, &d.path_on_host) {
+            let size = dev
+                .replace_image(image)
+                .map_err(|e| bad(format!("Cannot use '{p}' for drive '{}': {}", d.drive_id, chain(&e))))?;
+            log::info!("drive '{}' now on {p} ({size} bytes)", d.drive_id);
+            if let Some(c) = self
+                .vmm
+                .config_mut()
+                .and_then(|c| c.drives.iter_mut().find(|x| x.id == d.drive_id))
+            {
+                c.path = p.into();
+            }
+            if let Some(api) = self.config.drives.iter_mut().find(|x| x.drive_id == d.drive_id) {
+                api.path_on_host = Some(p.clone());
+            }
+        }
+        if let (Some(rl), Some(api)) = (
+            &d.rate_limiter,
+            self.config.drives.iter_mut().find(|x| x.drive_id == d.drive_id),
+        ) {
+            api.rate_limiter = Some(*rl);
+        }
+        Ok(ApiReply::NoContent)
     }
 }

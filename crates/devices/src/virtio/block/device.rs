@@ -145,6 +145,39 @@ impl Block {
         Ok(())
     }
 
+    /// Changes the limits of a drive that has a limiter (hearth gives every drive one at build,
+    /// so this works after boot); `false` if it has none.
+    pub fn update_rate_limit(&mut self, limits: Limits) -> bool {
+        match &mut self.limiter {
+            Some(l) => {
+                l.set_limits(limits);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Swaps the image behind the drive (Firecracker's `PATCH /drives` with `path_on_host`):
+    /// same read-only and O_DIRECT settings, the new size in the config space, and a
+    /// configuration interrupt so the guest's driver reads the new capacity.
+    pub fn replace_image(&mut self, image: File) -> Result<u64, BlockError> {
+        let id = self.id_string();
+        if self.disk.bounce.is_some() {
+            super::direct::probe(&image).map_err(|source| BlockError::Direct { id: id.clone(), source })?;
+        }
+        let size = image
+            .metadata()
+            .map_err(|source| BlockError::Size { id, source })?
+            .len();
+        let size = size - size % SECTOR_SIZE;
+        self.disk.image = image;
+        self.disk.size = size;
+        self.disk.unsupported = Unsupported::default();
+        self.config[0..8].copy_from_slice(&(size / SECTOR_SIZE).to_le_bytes());
+        self.common.config_changed();
+        Ok(size)
+    }
+
     /// The timerfd the event loop must watch (then call [`Block::rate_limit_timer_fired`]).
     pub fn rate_limit_fd(&self) -> Option<RawFd> {
         self.limiter.as_ref().map(AsRawFd::as_raw_fd)

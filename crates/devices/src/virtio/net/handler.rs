@@ -1,22 +1,22 @@
-//! Frames in and out of descriptor chains (virtio 1.2 §5.1.6): without offloads every buffer
-//! starts with a 12-byte `virtio_net_hdr_v1`; the device ignores it on transmit and writes a
-//! zeroed one (num_buffers = 1) on receive.
+//! Packets in and out of descriptor chains (virtio 1.2 §5.1.6): every packet is a 12-byte
+//! `virtio_net_hdr_v1` and the frame behind it. These functions move whole packets; what the
+//! header says is the device's business (see `offload`).
 
 use virtio_queue::desc::split::Descriptor;
-use vm_memory::{Address, Bytes};
+use vm_memory::Bytes;
 
 use crate::virtio::Memory;
 
 /// sizeof(struct virtio_net_hdr_v1).
 pub(crate) const HDR_LEN: usize = 12;
-/// The largest frame moved either way: 64 KiB is more than any MTU a guest without offloads
-/// can use, and bounds what one chain costs the host.
-pub(crate) const MAX_FRAME: usize = 65_536;
+/// The largest frame moved either way: a 64 KiB TSO segment (IP packets are at most 65535
+/// bytes) with its Ethernet and VLAN headers, which bounds what one chain costs the host.
+pub(crate) const MAX_FRAME: usize = 65_535 + 18;
 
-/// Gathers a transmit chain's device-readable buffers into `buf` and returns the frame behind
-/// the header; `None` when the chain is shorter than the header, longer than a frame, or has
-/// device-writable buffers.
-pub(crate) fn read_tx_frame<'a>(mem: &Memory, descs: &[Descriptor], buf: &'a mut Vec<u8>) -> Option<&'a [u8]> {
+/// Gathers a transmit chain's device-readable buffers into `buf` and returns the packet
+/// (header and frame); `None` when the chain is shorter than the header, longer than a frame,
+/// or has device-writable buffers.
+pub(crate) fn read_tx_packet<'a>(mem: &Memory, descs: &[Descriptor], buf: &'a mut Vec<u8>) -> Option<&'a [u8]> {
     buf.clear();
     for d in descs {
         if d.is_write_only() {
@@ -33,41 +33,28 @@ pub(crate) fn read_tx_frame<'a>(mem: &Memory, descs: &[Descriptor], buf: &'a mut
     if buf.len() < HDR_LEN {
         return None;
     }
-    Some(&buf[HDR_LEN..])
+    Some(&buf[..])
 }
 
-/// Writes a zeroed header (num_buffers = 1) and `frame` into a receive chain's device-writable
-/// buffers; returns the bytes written, or `None` when they do not fit or the chain has
-/// device-readable buffers.
-pub(crate) fn write_rx_frame(mem: &Memory, descs: &[Descriptor], frame: &[u8]) -> Option<u32> {
+/// Writes `packet` (header and frame) into a receive chain's device-writable buffers; returns
+/// the bytes written, or `None` when they do not fit or the chain has device-readable buffers.
+pub(crate) fn write_rx_packet(mem: &Memory, descs: &[Descriptor], packet: &[u8]) -> Option<u32> {
     if descs.iter().any(|d| !d.is_write_only()) {
         return None;
     }
     let room: u64 = descs.iter().map(|d| u64::from(d.len())).sum();
-    let total = HDR_LEN + frame.len();
+    let total = packet.len();
     if room < u64::try_from(total).ok()? {
         return None;
     }
-    let mut hdr = [0u8; HDR_LEN];
-    hdr[10..12].copy_from_slice(&1u16.to_le_bytes());
-    let mut parts = [&hdr[..], frame];
-    let mut part = 0;
+    let mut rest = packet;
     for d in descs {
-        let mut addr = d.addr();
-        let mut left = usize::try_from(d.len()).ok()?;
-        while left > 0 && part < parts.len() {
-            let n = left.min(parts[part].len());
-            mem.write_slice(&parts[part][..n], addr).ok()?;
-            addr = addr.checked_add(u64::try_from(n).ok()?)?;
-            left -= n;
-            parts[part] = &parts[part][n..];
-            if parts[part].is_empty() {
-                part += 1;
-            }
-        }
-        if part == parts.len() {
+        if rest.is_empty() {
             break;
         }
+        let n = rest.len().min(usize::try_from(d.len()).ok()?);
+        mem.write_slice(&rest[..n], d.addr()).ok()?;
+        rest = &rest[n..];
     }
     u32::try_from(total).ok()
 }

@@ -27,6 +27,12 @@ struct Mock {
     sent: Arc<Mutex<Vec<Vec<u8>>>>,
     /// Makes `tx_ready` false, as a full passt stream does.
     stalled: Arc<AtomicBool>,
+    /// Acts as a tap with vnet headers offering every offload.
+    vnet: bool,
+    /// What `set_offloads` was last called with.
+    offloads_set: Arc<Mutex<Option<u64>>>,
+    /// The fd `event_fd` reports (a real eventfd in the rate-limit test).
+    event: Option<std::os::fd::RawFd>,
 }
 
 impl Backend for Mock {
@@ -44,6 +50,19 @@ impl Backend for Mock {
     fn tx_ready(&self) -> bool {
         !self.stalled.load(Ordering::SeqCst)
     }
+    fn vnet_hdr(&self) -> bool {
+        self.vnet
+    }
+    fn offload_features(&self) -> u64 {
+        u64::MAX
+    }
+    fn set_offloads(&mut self, acked: u64) -> io::Result<()> {
+        *self.offloads_set.lock().unwrap() = Some(acked);
+        Ok(())
+    }
+    fn event_fd(&self) -> Option<std::os::fd::RawFd> {
+        self.event
+    }
 }
 
 fn desc(addr: u64, len: u32, flags: u16, next: u16) -> RawDescriptor {
@@ -59,7 +78,10 @@ struct Setup<'a> {
 }
 
 fn setup(mem: &Memory) -> Setup<'_> {
-    let mock = Mock::default();
+    setup_with(mem, Mock::default())
+}
+
+fn setup_with(mem: &Memory, mock: Mock) -> Setup<'_> {
     let mut net = Net::new(Box::new(mock.clone()), [2, 1, 2, 3, 4, 5]).unwrap();
     assert_eq!(net.device_type(), 1);
     assert_eq!(&net.config_space()[..6], &[2, 1, 2, 3, 4, 5]);
@@ -227,4 +249,158 @@ fn transmit_waits_while_the_backend_is_full_and_resumes_on_its_event() {
     );
     assert_eq!(s.irq.count(), 1);
     assert!(!s.net.common().is_broken());
+}
+
+#[test]
+fn with_vnet_headers_offloads_are_offered_applied_and_headers_cross_checked() {
+    use virtio_bindings::virtio_net::{VIRTIO_NET_F_CSUM, VIRTIO_NET_F_GUEST_TSO4, VIRTIO_NET_F_MRG_RXBUF};
+    let m = mem();
+    // Without vnet headers (passt) nothing is offered, whatever the backend claims.
+    let plain = setup(&m);
+    assert_eq!(plain.net.avail_features() & (1 << VIRTIO_NET_F_CSUM), 0);
+    let mut s = setup_with(
+        &m,
+        Mock {
+            vnet: true,
+            ..Mock::default()
+        },
+    );
+    let avail = s.net.avail_features();
+    assert_ne!(avail & (1 << VIRTIO_NET_F_GUEST_TSO4), 0);
+    assert_eq!(avail & (1 << VIRTIO_NET_F_MRG_RXBUF), 0, "big-packets mode only");
+    assert_eq!(
+        *s.mock.offloads_set.lock().unwrap(),
+        Some(avail),
+        "applied at activation"
+    );
+
+    // A TSO segment goes to the backend header and all; one with a bad header does not.
+    let mut good = [0u8; HDR_LEN];
+    good[0] = 1; // NEEDS_CSUM
+    good[1] = 1; // TCPV4
+    good[2..4].copy_from_slice(&54u16.to_le_bytes()); // hdr_len
+    good[4..6].copy_from_slice(&1448u16.to_le_bytes()); // gso_size
+    good[6..8].copy_from_slice(&34u16.to_le_bytes()); // csum_start
+    good[8..10].copy_from_slice(&16u16.to_le_bytes()); // csum_offset
+    let frame = vec![0x5a; 3000];
+    m.write_slice(&good, GuestAddress(0x8000)).unwrap();
+    m.write_slice(&frame, GuestAddress(0x8000 + HDR_LEN as u64)).unwrap();
+    let mut bad = good;
+    bad[8..10].copy_from_slice(&4000u16.to_le_bytes()); // checksum beyond the frame
+    m.write_slice(&bad, GuestAddress(0xa000)).unwrap();
+    let len = (HDR_LEN + frame.len()) as u32;
+    s.txq
+        .add_desc_chains(&[desc(0x8000, len, 0, 0), desc(0xa000, len, 0, 0)], 0)
+        .unwrap();
+    s.net.process_queue(TX);
+    let sent = s.mock.sent.lock().unwrap().clone();
+    assert_eq!(sent.len(), 1);
+    assert_eq!((&sent[0][..HDR_LEN], &sent[0][HDR_LEN..]), (&good[..], &frame[..]));
+    assert_eq!(
+        s.txq.used().idx().load(),
+        2,
+        "the bad one is used, not left in the ring"
+    );
+    assert_eq!(s.net.metrics().tx_malformed_frames.get(), 1);
+    assert!(!s.net.common().is_broken());
+
+    // Received: the backend's header reaches the driver with num_buffers = 1.
+    let mut pkt = good.to_vec();
+    pkt[10] = 0x77; // whatever the tap left there
+    pkt.extend_from_slice(&frame);
+    s.mock.incoming.lock().unwrap().push_back(pkt);
+    s.rxq.add_desc_chains(&[desc(0xc000, 0x4000, F_WRITE, 0)], 0).unwrap();
+    s.net.backend_event();
+    assert_eq!(s.rxq.used().ring().ref_at(0).unwrap().load().len(), len);
+    let mut got = [0u8; HDR_LEN];
+    m.read_slice(&mut got, GuestAddress(0xc000)).unwrap();
+    assert_eq!((&got[..10], &got[10..]), (&good[..10], &[1u8, 0][..]));
+
+    // Reset clears the tap's offloads.
+    s.net.reset();
+    assert_eq!(*s.mock.offloads_set.lock().unwrap(), Some(0));
+}
+
+/// Whether `fd` is readable right now.
+fn readable(fd: std::os::fd::RawFd) -> bool {
+    let mut p = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, no wait.
+    unsafe { libc::poll(&mut p, 1, 0) == 1 }
+}
+
+#[test]
+fn rate_limits_hold_frames_back_both_ways_until_the_timer() {
+    use crate::rate_limiter::{Clock, Limits, ManualClock};
+    use std::time::Duration;
+    use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+
+    let m = mem();
+    // The backend's fd is readable the whole time, as a tap with frames waiting is.
+    let event = EventFd::new(EFD_NONBLOCK).unwrap();
+    event.write(1).unwrap();
+    let mock = Mock {
+        event: Some(std::os::fd::AsRawFd::as_raw_fd(&event)),
+        ..Mock::default()
+    };
+    let mut s = setup_with(&m, mock);
+    let clock = ManualClock::default();
+    let two_a_second = Limits {
+        iops: 2,
+        ..Limits::default()
+    };
+    s.net
+        .set_rate_limits(two_a_second, two_a_second, &|| {
+            Box::new(clock.clone()) as Box<dyn Clock>
+        })
+        .unwrap();
+    let gate = s.net.backend_fd().unwrap();
+    assert_ne!(gate, event_fd(&s), "receive is watched through the gate");
+    assert!(readable(gate), "open gate: the backend's readiness shows through");
+
+    // Transmit: five frames queued, two go (the burst), the rest wait for the timer.
+    for i in 0..5u16 {
+        let a = 0x8000 + u64::from(i) * 0x100;
+        m.write_slice(&[0; HDR_LEN], GuestAddress(a)).unwrap();
+        s.txq.add_desc_chains(&[desc(a, HDR_LEN as u32 + 4, 0, 0)], i).unwrap();
+    }
+    s.net.process_queue(TX);
+    assert_eq!(s.mock.sent.lock().unwrap().len(), 2);
+    assert_eq!(s.net.metrics().tx_rate_limiter_throttled.get(), 1);
+    s.net.process_queue(TX); // a guest kick while throttled changes nothing
+    assert_eq!(s.mock.sent.lock().unwrap().len(), 2);
+    let (rx_timer, tx_timer) = s.net.rate_limit_fds();
+    assert!(rx_timer.is_some() && tx_timer.is_some());
+    clock.advance(Duration::from_secs(1));
+    s.net.tx_rate_limit_fired();
+    assert_eq!(s.mock.sent.lock().unwrap().len(), 4, "two more a second later");
+
+    // Receive: five frames waiting, five buffers posted; two are delivered, then the gate
+    // closes so the level-triggered event loop is not woken for the frames left in the tap.
+    for i in 0..5u16 {
+        s.mock.incoming.lock().unwrap().push_back(vec![i as u8; 60]);
+        s.rxq
+            .add_desc_chains(&[desc(0x2_0000 + u64::from(i) * 0x1000, 2048, F_WRITE, 0)], i)
+            .unwrap();
+    }
+    s.net.backend_event();
+    assert_eq!(s.rxq.used().idx().load(), 2);
+    assert_eq!(s.net.metrics().rx_rate_limiter_throttled.get(), 1);
+    assert!(readable(event_fd(&s)), "frames still wait in the backend");
+    assert!(!readable(gate), "closed gate: the event loop is not woken");
+    clock.advance(Duration::from_secs(1));
+    s.net.rx_rate_limit_fired();
+    assert_eq!(s.rxq.used().idx().load(), 4);
+    assert!(!readable(gate), "throttled again after the next two");
+    clock.advance(Duration::from_secs(1));
+    s.net.rx_rate_limit_fired();
+    assert_eq!(s.rxq.used().idx().load(), 5);
+    assert!(readable(gate), "nothing throttled: the gate is open again");
+}
+
+fn event_fd(s: &Setup<'_>) -> std::os::fd::RawFd {
+    s.mock.event.unwrap()
 }
