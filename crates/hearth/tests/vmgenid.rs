@@ -7,7 +7,9 @@
 //! /dev/urandom (`reseeded-N-HEX`). The test checks that:
 //! - the booted guest has the driver bound and never reports a reseed (no fork happened);
 //! - a snapshot restored twice gives two guests that each report the reseed and continue the
-//!   count (the GED interrupt arrived and the vCPUs run), with different random bytes.
+//!   count (the GED interrupt arrived and the vCPUs run), with different random bytes;
+//! - each clone then runs `poweroff -f`, which reaches ACPI S5 through the PM1 control
+//!   register, and hearth ends with status 0.
 
 #![allow(clippy::unwrap_used)]
 
@@ -24,7 +26,8 @@ const WAIT: Duration = Duration::from_secs(600);
 const SCRIPT: &str = "test -e /sys/bus/acpi/drivers/vmgenid/VMGENCTR:00 && echo vmgenid-bound; \
     i=0; while :; do i=$((i+1)); echo count-$i; \
     if dmesg | grep -q 'virtual machine fork'; then \
-    echo reseeded-$i-$(od -An -N16 -tx1 /dev/urandom | tr -d ' \\n'); fi; read -t 1 x; done";
+    echo reseeded-$i-$(od -An -N16 -tx1 /dev/urandom | tr -d ' \\n'); poweroff -f; fi; \
+    read -t 1 x; done";
 
 struct Vm {
     child: Child,
@@ -80,6 +83,9 @@ impl Vm {
 impl Drop for Vm {
     /// SIGTERM (hearth stops the VM cleanly), so no guest outlives a failed test.
     fn drop(&mut self) {
+        if !matches!(self.child.try_wait(), Ok(None)) {
+            return; // ended (and reaped): its pid may be someone else's now
+        }
         let _ = Command::new("kill").arg(self.child.id().to_string()).status();
         let _ = self.child.wait();
     }
@@ -113,6 +119,23 @@ fn restore_and_read(state: &str, mem: &str, at_snapshot: u64) -> (u64, String) {
         vm.seen
     );
     assert_eq!(hex.len(), 32, "16 random bytes as hex: {rest}");
+    // `poweroff -f`: the guest's ACPI S5 ends hearth, successfully.
+    let start = Instant::now();
+    let status = loop {
+        if let Some(st) = vm.child.try_wait().unwrap() {
+            break st;
+        }
+        while let Ok(l) = vm.lines.try_recv() {
+            vm.seen.push(l);
+        }
+        assert!(
+            start.elapsed() < WAIT,
+            "hearth still runs after the guest's poweroff; console:\n{}",
+            vm.seen.join("\n")
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(status.success(), "hearth after the guest's poweroff: {status}");
     (n, hex.to_string())
 }
 

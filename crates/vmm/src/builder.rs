@@ -11,7 +11,7 @@ use std::os::fd::RawFd;
 use std::sync::{Arc, Mutex};
 
 use devices::legacy::serial::SerialSnapshot;
-use devices::legacy::{i8042, serial, SerialConsole, I8042};
+use devices::legacy::{acpi_pm, i8042, serial, AcpiPm, SerialConsole, I8042};
 use devices::rate_limiter::{Limits, MonotonicClock};
 use devices::virtio::balloon::{Balloon, BalloonHandle};
 use devices::virtio::net::{Passt, Tap};
@@ -201,8 +201,11 @@ pub fn restore_linux(
     Ok(vmm)
 }
 
-/// The ACPI Generic Event Device's interrupt line; returns its trigger.
+/// The ACPI fixed hardware the FADT names (the PM1 registers, whose S5 ends the VM like a
+/// guest reset) and the Generic Event Device's interrupt line; returns the GED's trigger.
 fn attach_acpi(machine: &mut Machine, state: AcpiState) -> Result<Arc<EventFd>, BuildError> {
+    let pm = AcpiPm::new(Box::new(machine.reset_trigger()?));
+    machine.insert_pio(Arc::new(Mutex::new(pm)), acpi_pm::PM_PORT, acpi_pm::PM_LEN)?;
     let ged = Arc::new(machine.irq_evt(state.ged_gsi)?);
     machine.devices.acpi = Some(AcpiHandle {
         state,

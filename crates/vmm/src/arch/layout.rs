@@ -54,10 +54,14 @@ pub const KVM_IDENTITY_MAP_ADDR: u64 = 0xfffb_c000;
 pub const IOAPIC_PINS: u32 = 24;
 /// The ACPI Generic Event Device's interrupt (tells the guest its generation ID changed).
 pub const GED_GSI: u32 = 23;
-/// Last GSI for virtio devices: ISA IRQs 0-15 are the ones the MADT's interrupt source
-/// overrides wire to IOAPIC pins at boot (Linux maps GSIs 16+ only for devices ACPI declares,
-/// and virtio-mmio devices are announced on the kernel command line).
-pub const VIRTIO_LAST_GSI: u32 = 15;
+/// The ACPI system control interrupt (FADT SCI_INT). hearth raises no SCI events; the line
+/// only has to exist and be nobody else's (Linux requests it, level-triggered).
+pub const SCI_GSI: u32 = 22;
+/// Last GSI for virtio devices (from 5; the two above are ACPI's). The guest has a legacy PIC
+/// (full ACPI mode, not hardware-reduced), so Linux maps every GSI to the IRQ of the same
+/// number and the devices on the kernel command line reach theirs.
+pub const VIRTIO_LAST_GSI: u32 = 21;
+const _: () = assert!(VIRTIO_LAST_GSI < SCI_GSI && SCI_GSI < GED_GSI && GED_GSI < IOAPIC_PINS);
 
 /// The RAM regions for a guest of `mem_size` bytes: one below the MMIO gap and, if needed, one above 4 GiB.
 pub fn ram_regions(mem_size: u64) -> Vec<(u64, u64)> {

@@ -13,7 +13,9 @@ use std::io::Read;
 use serde::{Deserialize, Serialize};
 use vm_memory::{Bytes, GuestAddress};
 
-use super::layout::{ACPI_TABLES_END, ACPI_TABLES_START, GED_GSI, IOAPIC_ADDR, LAPIC_ADDR, VMGENID_ADDR};
+use devices::legacy::acpi_pm;
+
+use super::layout::{ACPI_TABLES_END, ACPI_TABLES_START, GED_GSI, IOAPIC_ADDR, LAPIC_ADDR, SCI_GSI, VMGENID_ADDR};
 use crate::vstate::memory::GuestMemory;
 
 /// Size of the VM generation ID (a 128-bit integer, Microsoft's "Virtual Machine Generation ID").
@@ -44,6 +46,19 @@ const LAPIC_ADDR32: u32 = LAPIC_ADDR as u32;
 const IOAPIC_ADDR32: u32 = IOAPIC_ADDR as u32;
 const _: () = assert!(LAPIC_ADDR < 1 << 32 && IOAPIC_ADDR < 1 << 32);
 
+/// The PM1a registers (devices::legacy::AcpiPm, on the port bus) and the SCI, for the FADT.
+#[allow(clippy::cast_possible_truncation)] // constants checked below
+const PM: tables::PmConfig = tables::PmConfig {
+    sci_gsi: SCI_GSI as u16,
+    pm1a_evt_port: acpi_pm::PM_PORT as u16,
+    pm1_evt_len: acpi_pm::PM1_EVT_LEN,
+    pm1a_cnt_port: (acpi_pm::PM_PORT + acpi_pm::PM1_CNT_OFFSET) as u16,
+    pm1_cnt_len: acpi_pm::PM1_CNT_LEN,
+};
+const _: () = assert!(SCI_GSI < 1 << 16 && acpi_pm::PM_PORT + acpi_pm::PM_LEN <= 1 << 16);
+#[allow(clippy::cast_possible_truncation)]
+const S5_SLP_TYP: u8 = acpi_pm::SLP_TYP_S5 as u8;
+
 /// Lays out the tables from `ACPI_TABLES_START`: RSDP first (16-byte aligned, inside the
 /// range Linux scans), then XSDT, FADT, MADT, DSDT, each 16-byte aligned.
 /// Returns (address, bytes) pairs.
@@ -53,6 +68,7 @@ pub fn build(vcpus: u8, state: AcpiState) -> Result<Vec<(u64, Vec<u8>)>, AcpiErr
     let dsdt = tables::dsdt(tables::DsdtConfig {
         generation_id_addr: state.generation_id_addr,
         ged_gsi: state.ged_gsi,
+        s5_slp_typ: S5_SLP_TYP,
     });
     let madt = tables::madt(vcpus, LAPIC_ADDR32, IOAPIC_ADDR32);
     // The XSDT has two entries (FADT, MADT): its size is known before the addresses are.
@@ -66,7 +82,7 @@ pub fn build(vcpus: u8, state: AcpiState) -> Result<Vec<(u64, Vec<u8>)>, AcpiErr
     Ok(vec![
         (ACPI_TABLES_START, tables::rsdp(xsdt_addr)),
         (xsdt_addr, tables::xsdt(&[fadt_addr, madt_addr])),
-        (fadt_addr, tables::fadt(dsdt_addr)),
+        (fadt_addr, tables::fadt(dsdt_addr, PM)),
         (madt_addr, madt),
         (dsdt_addr, dsdt),
     ])
