@@ -18,9 +18,10 @@
 //! What a clone's guest does NOT learn: it keeps the MAC its driver read at boot (the device
 //! reports the new one in its config space, but Linux reads it only at probe: a guest agent can
 //! re-probe by unbinding and binding the device in /sys/bus/virtio/drivers/virtio_net, or set
-//! it with `ip link set eth0 address`), and nothing tells it that it was cloned — there is no VM
-//! generation ID device (Linux's vmgenid driver needs ACPI, which hearth's guests lack), so its
-//! RNG state, boot ID and other identifiers are the snapshot's until something reseeds them.
+//! it with `ip link set eth0 address`). It does learn that it was cloned: every `hearth restore`
+//! writes a new VM generation ID and raises the ACPI GED interrupt (`builder::restore_linux`),
+//! so Linux's vmgenid driver reseeds the clone's RNG; its boot ID and other identifiers stay
+//! the snapshot's until something in the guest renews them.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};

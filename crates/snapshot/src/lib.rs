@@ -32,8 +32,9 @@ pub use write::{write_atomic, AtomicFile};
 pub const MAGIC: &[u8; 8] = b"HEARTHSS";
 /// The state-file format this build writes and the newest it reads. Bump it whenever the
 /// payload's types change shape (postcard is not self-describing).
-/// History: 1 first format; 2 adds each vCPU's CPUID (restored, and checked against the host).
-pub const FORMAT_VERSION: u16 = 2;
+/// History: 1 first format; 2 adds each vCPU's CPUID (restored, and checked against the host);
+/// 3 adds the ACPI state (VM generation ID address, GED interrupt).
+pub const FORMAT_VERSION: u16 = 3;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotError {

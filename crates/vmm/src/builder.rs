@@ -1,15 +1,17 @@
 //! Config → running Linux microVM: the one place where the machine is wired together.
 //!
 //! Order: check the config against the host, create KVM/memory/VM, load kernel + initrd +
-//! command line, write boot information (zero page or PVH start_info) and the MP table, put
-//! the legacy devices (COM1, i8042) on the port bus with irqfds, then start the vCPUs.
+//! command line, write boot information (zero page or PVH start_info), the MP table and the
+//! ACPI tables, put the legacy devices (COM1, i8042) on the port bus with irqfds, then start
+//! the vCPUs. A restore also gives the guest a new VM generation ID and raises the ACPI GED
+//! interrupt once its vCPUs are back, so every clone reseeds its RNG.
 
 use std::io::Write;
 use std::os::fd::RawFd;
 use std::sync::{Arc, Mutex};
 
 use devices::legacy::serial::SerialSnapshot;
-use devices::legacy::{i8042, serial, SerialConsole, I8042};
+use devices::legacy::{acpi_pm, i8042, serial, AcpiPm, SerialConsole, I8042};
 use devices::rate_limiter::{Limits, MonotonicClock};
 use devices::virtio::balloon::{Balloon, BalloonHandle};
 use devices::virtio::net::{Passt, Tap};
@@ -18,13 +20,14 @@ use devices::EventFdTrigger;
 use virtio::{MmioTransport, TransportState, VirtioDevice, VirtioInterrupt, MMIO_LEN, NOTIFY_OFFSET};
 use vmm_sys_util::eventfd::EventFd;
 
-use crate::arch::layout::{IOAPIC_PINS, MMIO_DEVICES_START};
+use crate::arch::acpi::{self, AcpiState};
+use crate::arch::layout::{MMIO_DEVICES_START, VIRTIO_LAST_GSI};
 use crate::arch::{boot, mptable};
 use crate::config::{
     check_memory, check_vcpus, host_ram_mib, ConfigError, DriveConfig, NetBackend, NetConfig, SerialLimit, VmConfig,
 };
 use crate::loader::{self, KernelEntry, LoadError};
-use crate::machine::{ApStart, Machine, MachineError, VcpuStart, VirtioSlot};
+use crate::machine::{AcpiHandle, ApStart, Machine, MachineError, VcpuStart, VirtioSlot};
 use crate::vmm::{Console, EventHandler, Vmm};
 use crate::vstate::memory::GuestMemory;
 use crate::vstate::vm::open_kvm;
@@ -41,6 +44,10 @@ pub enum BuildError {
     BootInfo(#[from] boot::BootInfoError),
     #[error(transparent)]
     MpTable(#[from] mptable::MpTableError),
+    #[error(transparent)]
+    Acpi(#[from] acpi::AcpiError),
+    #[error("cannot tell the restored guest about its new VM generation ID")]
+    GedInterrupt(#[source] std::io::Error),
     #[error("cannot open drive '{id}' ({path})")]
     DriveOpen {
         id: String,
@@ -147,6 +154,8 @@ pub fn build_linux(config: &VmConfig, io: ConsoleIo) -> Result<Vmm, BuildError> 
     let cmdline_len = loader::load_cmdline(&machine.memory, &cmdline)?;
     let boot_info = write_boot_info(&machine.memory, mem_size, &kernel, cmdline_len, initrd)?;
     mptable::write(&machine.memory, vcpus)?;
+    let acpi_state = acpi::write(&machine.memory, vcpus)?;
+    attach_acpi(&mut machine, acpi_state)?;
 
     let console = attach_legacy_devices(&mut machine, io, None, config.serial_limit)?;
     machine.config = Some(config.clone());
@@ -174,8 +183,35 @@ pub fn restore_linux(
     machine.vm.restore_state(&snap.vm).map_err(MachineError::from)?;
     attach_virtio_devices(&mut machine, config, Some(&snap.virtio))?;
     let console = attach_legacy_devices(&mut machine, io, Some(&snap.serial), config.serial_limit)?;
+    // A restored guest is a new VM instance (possibly one of many clones): new generation ID.
+    let ged = match snap.acpi {
+        Some(state) => {
+            acpi::new_generation_id(&machine.memory, &state)?;
+            Some(attach_acpi(&mut machine, state)?)
+        }
+        None => None,
+    };
     machine.config = Some(snap.config.clone());
-    Ok(machine.start_with(VcpuStart::Restore(snap.vcpus), Some(console), paused)?)
+    let vmm = machine.start_with(VcpuStart::Restore(snap.vcpus), Some(console), paused)?;
+    // Only now: the vCPUs' local APIC state is restored, so the interrupt is not overwritten.
+    // A paused guest takes it when it resumes.
+    if let Some(ged) = ged {
+        ged.write(1).map_err(BuildError::GedInterrupt)?;
+    }
+    Ok(vmm)
+}
+
+/// The ACPI fixed hardware the FADT names (the PM1 registers, whose S5 ends the VM like a
+/// guest reset) and the Generic Event Device's interrupt line; returns the GED's trigger.
+fn attach_acpi(machine: &mut Machine, state: AcpiState) -> Result<Arc<EventFd>, BuildError> {
+    let pm = AcpiPm::new(Box::new(machine.reset_trigger()?));
+    machine.insert_pio(Arc::new(Mutex::new(pm)), acpi_pm::PM_PORT, acpi_pm::PM_LEN)?;
+    let ged = Arc::new(machine.irq_evt(state.ged_gsi)?);
+    machine.devices.acpi = Some(AcpiHandle {
+        state,
+        ged: ged.clone(),
+    });
+    Ok(ged)
 }
 
 /// COM1 (from a snapshot's state, or fresh) and the i8042 on the port bus.
@@ -210,7 +246,8 @@ fn attach_legacy_devices(
     })
 }
 
-/// First IOAPIC pin for virtio devices (0-4 are the legacy ISA devices hearth or Linux uses).
+/// First IOAPIC pin for virtio devices (0-4 are the legacy ISA devices hearth or Linux uses);
+/// the last is `VIRTIO_LAST_GSI`.
 const VIRTIO_FIRST_GSI: u32 = 5;
 
 /// Adds `args` to the kernel's part of `cmdline` (before any ` -- `, which starts init's).
@@ -304,10 +341,10 @@ fn attach_virtio_devices(
     let mut args = Vec::with_capacity(devices.len());
     for (i, dev) in (0u32..).zip(devices) {
         let gsi = VIRTIO_FIRST_GSI + i;
-        if gsi >= IOAPIC_PINS {
+        if gsi > VIRTIO_LAST_GSI {
             return Err(BuildError::TooManyDevices {
                 first: VIRTIO_FIRST_GSI,
-                last: IOAPIC_PINS - 1,
+                last: VIRTIO_LAST_GSI,
             });
         }
         let base = MMIO_DEVICES_START + u64::from(i) * MMIO_LEN;

@@ -109,6 +109,14 @@ pub struct VirtioSlot {
     pub transport: Arc<Mutex<MmioTransport>>,
 }
 
+/// The guest's ACPI setup as it lives on: its snapshot state and the Generic Event Device's
+/// interrupt, raised to tell the guest its VM generation ID changed.
+#[derive(Clone)]
+pub struct AcpiHandle {
+    pub state: crate::arch::acpi::AcpiState,
+    pub ged: Arc<EventFd>,
+}
+
 /// The devices with state beyond their configuration, as the VMM reaches them at run time.
 #[derive(Clone, Default)]
 pub struct DeviceHandles {
@@ -121,6 +129,8 @@ pub struct DeviceHandles {
     pub metrics: crate::metrics::DeviceMetrics,
     /// The balloon's control handle (target, statistics), if the VM has one.
     pub balloon: Option<devices::virtio::BalloonHandle>,
+    /// ACPI tables and the VM generation ID (guests booted before hearth had them have none).
+    pub acpi: Option<AcpiHandle>,
     /// The drives by id (`PATCH /drives` after boot).
     pub blocks: Vec<(String, Arc<Mutex<devices::virtio::Block>>)>,
 }

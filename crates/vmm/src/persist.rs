@@ -164,6 +164,8 @@ pub struct MachineSnapshot {
     pub vcpus: Vec<VcpuState>,
     pub serial: SerialSnapshot,
     pub virtio: Vec<TransportState>,
+    /// Where the VM generation ID is and the GED's GSI; `None` for a guest without ACPI.
+    pub acpi: Option<crate::arch::acpi::AcpiState>,
 }
 
 /// What a snapshot took, for the caller to report.
@@ -228,6 +230,7 @@ pub fn create(
         vcpus,
         serial,
         virtio,
+        acpi: devices.acpi.as_ref().map(|a| a.state),
     };
     snapshot::save(state_path, &writer_name(), &snap)?;
     Ok(SnapshotInfo {

@@ -4,7 +4,9 @@
 
 use vm_memory::{Bytes, GuestAddress};
 
-use super::layout::{e820_map, CMDLINE_ADDR, PVH_INFO_ADDR, PVH_MEMMAP_ADDR, PVH_MEMMAP_MAX, ZERO_PAGE_ADDR};
+use super::layout::{
+    e820_map, ACPI_TABLES_START, CMDLINE_ADDR, PVH_INFO_ADDR, PVH_MEMMAP_ADDR, PVH_MEMMAP_MAX, ZERO_PAGE_ADDR,
+};
 use crate::vstate::memory::GuestMemory;
 
 /// Where the initrd was placed.
@@ -24,6 +26,7 @@ pub enum BootInfoError {
 
 /// Offsets in `struct boot_params` (zero-page.rst).
 mod zp {
+    pub const ACPI_RSDP_ADDR: u64 = 0x070;
     pub const EXT_RAMDISK_IMAGE: u64 = 0x0c0;
     pub const EXT_RAMDISK_SIZE: u64 = 0x0c4;
     pub const EXT_CMD_LINE_PTR: u64 = 0x0c8;
@@ -88,6 +91,7 @@ pub fn write_zero_page(
     if let Some(h) = setup_header {
         w.bytes(zp::SETUP_HEADER, h)?;
     }
+    w.put(zp::ACPI_RSDP_ADDR, ACPI_TABLES_START)?;
     w.put(zp::BOOT_FLAG, 0xaa55u16)?;
     w.put(zp::HEADER, 0x5372_6448u32)?; // "HdrS"
     w.put(zp::TYPE_OF_LOADER, 0xffu8)?; // undefined boot loader
@@ -152,6 +156,7 @@ pub fn write_pvh_start_info(
         w.put(MODLIST_OFF + 8, rd.size)?;
     }
     w.put(0x18, CMDLINE_ADDR)?;
+    w.put(0x20, ACPI_TABLES_START)?; // rsdp_paddr
     w.put(0x28, PVH_MEMMAP_ADDR)?;
     w.put(
         0x30,
@@ -196,9 +201,11 @@ mod tests {
         assert_eq!(r32(zp::CMDLINE_SIZE), 42);
         assert_eq!(r32(zp::RAMDISK_IMAGE), 0x7f0_0000);
         assert_eq!(r32(zp::RAMDISK_SIZE), 0x1234);
+        let rsdp: u64 = m.read_obj(GuestAddress(ZERO_PAGE_ADDR + zp::ACPI_RSDP_ADDR)).unwrap();
+        assert_eq!(rsdp, ACPI_TABLES_START);
         let n: u8 = m.read_obj(GuestAddress(ZERO_PAGE_ADDR + zp::E820_ENTRIES)).unwrap();
-        assert_eq!(n, 3);
-        let e2 = ZERO_PAGE_ADDR + zp::E820_TABLE + 40;
+        assert_eq!(n, 4);
+        let e2 = ZERO_PAGE_ADDR + zp::E820_TABLE + 60;
         assert_eq!(m.read_obj::<u64>(GuestAddress(e2)).unwrap(), HIMEM_START);
         assert_eq!(m.read_obj::<u32>(GuestAddress(e2 + 16)).unwrap(), E820_RAM);
     }
@@ -229,6 +236,7 @@ mod tests {
         let modlist = r(0x10);
         assert_eq!(m.read_obj::<u64>(GuestAddress(modlist)).unwrap(), 0x100_0000);
         assert_eq!(m.read_obj::<u64>(GuestAddress(modlist + 8)).unwrap(), 77);
-        assert_eq!(m.read_obj::<u32>(GuestAddress(PVH_INFO_ADDR + 0x30)).unwrap(), 3);
+        assert_eq!(m.read_obj::<u32>(GuestAddress(PVH_INFO_ADDR + 0x30)).unwrap(), 4);
+        assert_eq!(r(0x20), ACPI_TABLES_START, "rsdp_paddr");
     }
 }

@@ -5,7 +5,9 @@
 //! 0x0000_0520  IDT (empty)               0x0002_0000  kernel command line
 //! 0x0000_6000  PVH start_info + memmap   0x0009_e000  MP configuration table (reserved in e820)
 //! 0x0000_7000  zero page (boot_params)   0x0009_fc00  MP floating pointer (0x9e000.. reserved)
-//!                                        0x000a_0000  legacy VGA/BIOS hole (not RAM)
+//!                                        0x000a_0000  legacy VGA hole (not RAM)
+//!                                        0x000e_0000  ACPI tables: RSDP, XSDT, FADT, MADT, DSDT
+//!                                        0x000e_f000  VM generation ID (16 bytes; 0xe0000.. reserved)
 //! 0x0000_8ff0  boot stack                0x0010_0000  high memory: kernel, then initrd at the top
 //! 0xc000_0000  32-bit MMIO gap: virtio-mmio devices, IOAPIC 0xfec0_0000, LAPIC 0xfee0_0000
 //! 0x1_0000_0000  RAM above 3 GiB continues here
@@ -30,6 +32,14 @@ pub const MP_CONFIG_ADDR: u64 = 0x9_e000;
 /// The MP floating pointer, in the last KiB below 640 KiB where Linux scans for it.
 pub const MP_FLOATING_ADDR: u64 = 0x9_fc00;
 pub const LOW_RAM_END: u64 = 0xa_0000;
+/// The ACPI tables, from the RSDP (in the 0xe0000-0xfffff range Linux scans for it) on.
+pub const ACPI_TABLES_START: u64 = 0xe_0000;
+pub const ACPI_TABLES_END: u64 = 0xe_f000;
+/// The 16-byte VM generation ID the DSDT's vmgenid device points at.
+pub const VMGENID_ADDR: u64 = 0xe_f000;
+/// End of the BIOS area the e820 map reserves for the ACPI tables and the generation ID.
+pub const LOW_BIOS_END: u64 = 0x10_0000;
+const _: () = assert!(VMGENID_ADDR >= ACPI_TABLES_END && VMGENID_ADDR + 16 <= LOW_BIOS_END);
 pub const HIMEM_START: u64 = 0x10_0000;
 pub const MMIO_GAP_START: u64 = 0xc000_0000;
 pub const MMIO_GAP_END: u64 = 0x1_0000_0000;
@@ -42,6 +52,16 @@ pub const KVM_TSS_ADDR: u64 = 0xfffb_d000;
 pub const KVM_IDENTITY_MAP_ADDR: u64 = 0xfffb_c000;
 /// Number of IOAPIC pins hearth routes (GSIs 0..24).
 pub const IOAPIC_PINS: u32 = 24;
+/// The ACPI Generic Event Device's interrupt (tells the guest its generation ID changed).
+pub const GED_GSI: u32 = 23;
+/// The ACPI system control interrupt (FADT SCI_INT). hearth raises no SCI events; the line
+/// only has to exist and be nobody else's (Linux requests it, level-triggered).
+pub const SCI_GSI: u32 = 22;
+/// Last GSI for virtio devices (from 5; the two above are ACPI's). The guest has a legacy PIC
+/// (full ACPI mode, not hardware-reduced), so Linux maps every GSI to the IRQ of the same
+/// number and the devices on the kernel command line reach theirs.
+pub const VIRTIO_LAST_GSI: u32 = 21;
+const _: () = assert!(VIRTIO_LAST_GSI < SCI_GSI && SCI_GSI < GED_GSI && GED_GSI < IOAPIC_PINS);
 
 /// The RAM regions for a guest of `mem_size` bytes: one below the MMIO gap and, if needed, one above 4 GiB.
 pub fn ram_regions(mem_size: u64) -> Vec<(u64, u64)> {
@@ -61,6 +81,7 @@ pub fn e820_map(mem_size: u64) -> Vec<(u64, u64, u32)> {
     let mut map = vec![
         (0, MP_CONFIG_ADDR, E820_RAM),
         (MP_CONFIG_ADDR, LOW_RAM_END - MP_CONFIG_ADDR, E820_RESERVED),
+        (ACPI_TABLES_START, LOW_BIOS_END - ACPI_TABLES_START, E820_RESERVED),
     ];
     for (base, size) in ram_regions(mem_size) {
         let start = base.max(HIMEM_START);
@@ -94,7 +115,11 @@ mod tests {
         let m = e820_map(128 << 20);
         assert_eq!(m[0], (0, MP_CONFIG_ADDR, E820_RAM));
         assert_eq!(m[1].2, E820_RESERVED);
-        assert_eq!(m[2], (HIMEM_START, (128 << 20) - HIMEM_START, E820_RAM));
+        assert_eq!(
+            m[2],
+            (ACPI_TABLES_START, LOW_BIOS_END - ACPI_TABLES_START, E820_RESERVED)
+        );
+        assert_eq!(m[3], (HIMEM_START, (128 << 20) - HIMEM_START, E820_RAM));
         let big = e820_map(5 << 30);
         assert_eq!(
             big.last().unwrap(),
