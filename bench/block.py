@@ -226,9 +226,10 @@ def main():
                   "--drive", f"path={image}", "--", "/bin/sh", "-c", script]
 
     def qemu(cache):
-        # acpi=off: hearth gives the guest no ACPI tables, and with QEMU's the guest's console
-        # (8250 enumerated through ACPI, whose PC drivers the guest kernel leaves out) loses
-        # user-space output; without them the guest finds the same legacy devices as under
+        # acpi=off: QEMU microvm's ACPI is hardware-reduced, which takes the legacy PIC from
+        # Linux, so the ISA IRQs of COM1 (not described in a DSDT the guest kernel can use)
+        # stop working and the console loses user-space output; hearth's full-ACPI tables keep
+        # the PIC (docs/guest.md). Without ACPI the guest finds the same legacy devices as under
         # hearth, and QEMU lists its virtio-mmio devices on the kernel command line.
         cmd = B.qemu_cmd(patched, initrd, 1, a.memory, f"{cmdline} {QEMU_BLK_MMIO}", guest_cmd)
         cmd[cmd.index("microvm")] = "microvm,acpi=off"
