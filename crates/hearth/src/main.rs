@@ -5,6 +5,7 @@ mod cli;
 mod clone;
 mod ctl;
 mod ctl_progress;
+mod device_specs;
 mod logger;
 mod session;
 mod snapshot_cmd;
