@@ -108,6 +108,7 @@ initramfs_key() {
 		echo "busybox-static: $(pkg_version busybox-static)"
 		file_sums "$INIT_SRC" "$GUEST_DIR/build.sh"
 		for t in $TOOLS; do file_sums "$GUEST_DIR/${t%%:*}"; done
+		file_sums "$GUEST_DIR/tools/hearth-tool.h"
 	} | sha256sum | cut -c1-16
 }
 

@@ -24,6 +24,9 @@
  * "hearth-net: WHAT failed errno N", exit status 1.
  */
 
+#define TOOL_NAME "hearth-net"
+#include "hearth-tool.h"
+
 #define HN_AF_INET 2
 #define HN_SOCK_STREAM 1
 #define HN_SHUT_WR 1
@@ -46,45 +49,6 @@ struct hn_ts {
 
 static char buf[262144];
 static unsigned long long samples[MAX_PINGS];
-
-static void out(const char *s)
-{
-	write(1, s, strlen(s));
-}
-
-static void out_num(unsigned long long n)
-{
-	char b[24];
-	char *p = b + sizeof(b);
-
-	*--p = 0;
-	do {
-		*--p = '0' + n % 10;
-		n /= 10;
-	} while (n);
-	out(p);
-}
-
-static void out_hex(unsigned long long h)
-{
-	char b[17];
-	int i;
-
-	for (i = 15; i >= 0; i--, h >>= 4)
-		b[i] = "0123456789abcdef"[h & 15];
-	b[16] = 0;
-	out(b);
-}
-
-static int fail(const char *what, long ret)
-{
-	out("hearth-net: ");
-	out(what);
-	out(" failed errno ");
-	out_num(-ret);
-	out("\n");
-	return 1;
-}
 
 static unsigned long long now_ns(void)
 {

@@ -16,6 +16,9 @@
  *       errno N" and exits 1.
  */
 
+#define TOOL_NAME "hearth-vsock"
+#include "hearth-tool.h"
+
 #define AF_VSOCK 40
 #define SOCK_STREAM 1
 #define SHUT_WR 1
@@ -30,55 +33,6 @@ struct sockaddr_vm {
 };
 
 static char buf[65536];
-/* Console lines are written whole, so processes sharing the console do not interleave. */
-static char line_buf[512];
-static unsigned long line_len;
-
-static void out(const char *s)
-{
-	while (*s) {
-		if (line_len < sizeof(line_buf))
-			line_buf[line_len++] = *s;
-		if (*s++ == '\n' || line_len == sizeof(line_buf)) {
-			write(1, line_buf, line_len);
-			line_len = 0;
-		}
-	}
-}
-
-static void out_num(unsigned long n)
-{
-	char b[24];
-	char *p = b + sizeof(b);
-
-	*--p = 0;
-	do {
-		*--p = '0' + n % 10;
-		n /= 10;
-	} while (n);
-	out(p);
-}
-
-static void out_hex(unsigned long long h)
-{
-	char b[17];
-	int i;
-
-	for (i = 15; i >= 0; i--, h >>= 4)
-		b[i] = "0123456789abcdef"[h & 15];
-	b[16] = 0;
-	out(b);
-}
-
-static int fail(const char *what, long ret)
-{
-	out("hearth-vsock: ");
-	out(what);
-	out(" failed errno ");
-	out_num(-ret);
-	out("\n");
-	return 1;
-}
 
 static long vsock_socket(void)
 {

@@ -16,94 +16,16 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc::Receiver;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use api::client::ApiClient;
-
-const WAIT: Duration = Duration::from_secs(600);
+use common::counting_vm::{api, Vm};
 const SCRIPT: &str = "test -e /sys/bus/acpi/drivers/vmgenid/VMGENCTR:00 && echo vmgenid-bound; \
     while ! dmesg | grep -q 'crng init [d]one'; do sleep 1; done; echo crng-ready; \
     i=0; while :; do i=$((i+1)); echo count-$i; \
     if dmesg | grep -q 'reseeded due to [v]irtual machine fork'; then \
     echo reseeded-$i-$(od -An -N16 -tx1 /dev/urandom | tr -d ' \\n'); poweroff -f; fi; \
     read -t 1 x; done";
-
-struct Vm {
-    child: Child,
-    lines: Receiver<String>,
-    seen: Vec<String>,
-}
-
-impl Vm {
-    fn spawn(args: &[&str]) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_hearth"))
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let lines = common::console_lines(child.stdout.take().unwrap());
-        Self {
-            child,
-            lines,
-            seen: Vec::new(),
-        }
-    }
-
-    /// Waits for a console line starting with `prefix`; returns the rest of it.
-    fn wait_line(&mut self, prefix: &str) -> String {
-        let start = Instant::now();
-        while start.elapsed() < WAIT {
-            if let Ok(line) = self.lines.recv_timeout(Duration::from_millis(200)) {
-                self.seen.push(line.clone());
-                if let Some(rest) = line.strip_prefix(prefix) {
-                    return rest.to_string();
-                }
-            }
-            if let Ok(Some(st)) = self.child.try_wait() {
-                panic!(
-                    "hearth ended ({st}) before '{prefix}'; console:\n{}",
-                    self.seen.join("\n")
-                );
-            }
-        }
-        panic!("no '{prefix}' within {WAIT:?}; console:\n{}", self.seen.join("\n"));
-    }
-
-    fn counts(&self) -> Vec<u64> {
-        self.seen
-            .iter()
-            .filter_map(|l| l.strip_prefix("count-").and_then(|n| n.parse().ok()))
-            .collect()
-    }
-}
-
-impl Drop for Vm {
-    /// SIGTERM (hearth stops the VM cleanly), so no guest outlives a failed test.
-    fn drop(&mut self) {
-        if !matches!(self.child.try_wait(), Ok(None)) {
-            return; // ended (and reaped): its pid may be someone else's now
-        }
-        let _ = Command::new("kill").arg(self.child.id().to_string()).status();
-        let _ = self.child.wait();
-    }
-}
-
-fn api(sock: &Path, method: &str, path: &str, body: Option<&str>) -> u16 {
-    let start = Instant::now();
-    let mut c = loop {
-        match ApiClient::connect(sock) {
-            Ok(c) => break c,
-            Err(_) if start.elapsed() < Duration::from_secs(30) => std::thread::sleep(Duration::from_millis(50)),
-            Err(e) => panic!("cannot connect to {}: {e}", sock.display()),
-        }
-    };
-    c.request(method, path, body).unwrap().status
-}
 
 /// Restores the snapshot, waits for the guest's reseed report; returns (count, random hex).
 fn restore_and_read(state: &str, mem: &str, at_snapshot: u64) -> (u64, String) {
@@ -124,21 +46,7 @@ fn restore_and_read(state: &str, mem: &str, at_snapshot: u64) -> (u64, String) {
     );
     assert_eq!(hex.len(), 32, "16 random bytes as hex: {rest}");
     // `poweroff -f`: the guest's ACPI S5 ends hearth, successfully.
-    let start = Instant::now();
-    let status = loop {
-        if let Some(st) = vm.child.try_wait().unwrap() {
-            break st;
-        }
-        while let Ok(l) = vm.lines.try_recv() {
-            vm.seen.push(l);
-        }
-        assert!(
-            start.elapsed() < WAIT,
-            "hearth still runs after the guest's poweroff; console:\n{}",
-            vm.seen.join("\n")
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let status = vm.wait_exit();
     assert!(status.success(), "hearth after the guest's poweroff: {status}");
     (n, hex.to_string())
 }
@@ -182,9 +90,9 @@ fn every_restored_guest_learns_it_was_cloned_and_reseeds() {
         "the vmgenid driver did not bind; console:\n{}",
         vm.seen.join("\n")
     );
-    assert_eq!(api(&sock, "PATCH", "/vm", Some(r#"{"state": "Paused"}"#)), 204);
+    assert_eq!(api(&sock, "PATCH", "/vm", Some(r#"{"state": "Paused"}"#)).0, 204);
     let snap = format!(r#"{{"snapshot_path": "{state_s}", "mem_file_path": "{mem_s}"}}"#);
-    assert_eq!(api(&sock, "PUT", "/snapshot/create", Some(&snap)), 204);
+    assert_eq!(api(&sock, "PUT", "/snapshot/create", Some(&snap)).0, 204);
     // Lines already on their way out before the pause.
     let deadline = Instant::now() + Duration::from_secs(2);
     while Instant::now() < deadline {

@@ -37,38 +37,70 @@ impl Vm {
         }
     }
 
-    /// Waits for a console line `count-N` with N >= `at_least`; returns N.
-    pub fn wait_count(&mut self, at_least: u64) -> u64 {
+    /// Waits for a console line for which `found` gives a value; returns it. `what` names
+    /// the line in the panic message when hearth ends or `WAIT` passes first.
+    pub fn wait_for<T>(&mut self, what: &str, mut found: impl FnMut(&str) -> Option<T>) -> T {
         let start = Instant::now();
         while start.elapsed() < WAIT {
             if let Ok(line) = self.lines.recv_timeout(Duration::from_millis(200)) {
                 self.seen.push(line.clone());
-                if let Some(n) = line.strip_prefix("count-").and_then(|n| n.parse::<u64>().ok()) {
-                    if n >= at_least {
-                        return n;
-                    }
+                if let Some(v) = found(&line) {
+                    return v;
                 }
             }
             if let Ok(Some(st)) = self.child.try_wait() {
-                panic!(
-                    "hearth ended ({st}) before count-{at_least}; console:\n{}",
-                    self.seen.join("\n")
-                );
+                panic!("hearth ended ({st}) before {what}; console:\n{}", self.seen.join("\n"));
             }
         }
-        panic!(
-            "no count-{at_least} within {WAIT:?}; console:\n{}",
-            self.seen.join("\n")
-        );
+        panic!("no {what} within {WAIT:?}; console:\n{}", self.seen.join("\n"));
+    }
+
+    /// Waits for a console line `count-N` with N >= `at_least`; returns N.
+    pub fn wait_count(&mut self, at_least: u64) -> u64 {
+        self.wait_for(&format!("count-{at_least}"), |line| {
+            line.strip_prefix("count-")
+                .and_then(|n| n.parse::<u64>().ok())
+                .filter(|n| *n >= at_least)
+        })
+    }
+
+    /// Waits for a console line starting with `prefix`; returns the rest of it.
+    pub fn wait_line(&mut self, prefix: &str) -> String {
+        self.wait_for(&format!("'{prefix}'"), |line| {
+            line.strip_prefix(prefix).map(str::to_string)
+        })
+    }
+
+    /// Waits for hearth to end by itself (collecting console lines); its exit status.
+    pub fn wait_exit(&mut self) -> std::process::ExitStatus {
+        let start = Instant::now();
+        loop {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                return st;
+            }
+            while let Ok(l) = self.lines.try_recv() {
+                self.seen.push(l);
+            }
+            assert!(
+                start.elapsed() < WAIT,
+                "hearth still runs after {WAIT:?}; console:\n{}",
+                self.seen.join("\n")
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Every `count-N` seen so far.
+    pub fn counts(&self) -> Vec<u64> {
+        self.seen
+            .iter()
+            .filter_map(|l| l.strip_prefix("count-").and_then(|n| n.parse::<u64>().ok()))
+            .collect()
     }
 
     /// The highest `count-N` seen so far.
     pub fn last_count(&self) -> u64 {
-        self.seen
-            .iter()
-            .filter_map(|l| l.strip_prefix("count-").and_then(|n| n.parse::<u64>().ok()))
-            .max()
-            .unwrap_or(0)
+        self.counts().into_iter().max().unwrap_or(0)
     }
 
     /// The counts printed during `d`.
@@ -94,6 +126,9 @@ impl Vm {
 impl Drop for Vm {
     /// SIGTERM (hearth stops the VM cleanly), so no guest outlives a failed test.
     fn drop(&mut self) {
+        if !matches!(self.child.try_wait(), Ok(None)) {
+            return; // ended (and reaped): its pid may be someone else's now
+        }
         let _ = Command::new("kill").arg(self.child.id().to_string()).status();
         let _ = self.child.wait();
     }
