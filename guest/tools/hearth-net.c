@@ -19,7 +19,7 @@
  *       SIZE bytes back (the host echoes them), print
  *       "hearth-net: ping count=N size=S mean_us=X p50_us=Y min_us=Z".
  *
- * fnv is the 64-bit FNV-1a of the bytes (as in hearth-vsock); ns is
+ * fnv is the 64-bit FNV-1a of the bytes (hearth-tool.h); ns is
  * CLOCK_MONOTONIC from the completed connect to the end of file. Errors:
  * "hearth-net: WHAT failed errno N", exit status 1.
  */
@@ -58,17 +58,6 @@ static unsigned long long now_ns(void)
 	return (unsigned long long)ts.sec * 1000000000ULL + (unsigned long long)ts.nsec;
 }
 
-#define FNV_OFFSET 0xcbf29ce484222325ULL
-#define FNV_PRIME 0x100000001b3ULL
-
-static unsigned long long fnv(unsigned long long h, const unsigned char *p, long n)
-{
-	while (n-- > 0) {
-		h ^= *p++;
-		h *= FNV_PRIME;
-	}
-	return h;
-}
 
 /* A decimal argument, 0 if it is not one. */
 static unsigned long num(const char *s)
@@ -175,29 +164,14 @@ static int do_recv(const char *ip, const char *port)
 
 static int do_send(const char *ip, const char *port, unsigned long bytes)
 {
-	unsigned long long h = FNV_OFFSET, t0;
-	unsigned long i = 0;
+	unsigned long long h = 0, t0;
 	long fd = dial(ip, port), r;
 
 	if (fd < 0)
 		return 1;
 	t0 = now_ns();
-	while (i < bytes) {
-		unsigned long n = bytes - i < sizeof(buf) ? bytes - i : sizeof(buf);
-		unsigned long j;
-		long off = 0;
-
-		for (j = 0; j < n; j++)
-			buf[j] = (unsigned char)(((unsigned int)(i + j) * 2654435761u) >> 24);
-		h = fnv(h, (unsigned char *)buf, n);
-		while (off < (long)n) {
-			r = write(fd, buf + off, n - off);
-			if (r <= 0)
-				return fail("write", r < 0 ? -errno : 0);
-			off += r;
-		}
-		i += n;
-	}
+	if (send_pattern(fd, bytes, buf, sizeof(buf), &h))
+		return 1;
 	my_syscall2(__NR_shutdown, fd, HN_SHUT_WR);
 	/* The host closes once it has read everything. */
 	while ((r = read(fd, buf, sizeof(buf))) > 0)

@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 /*
- * Output helpers shared by hearth's guest tools (static nolibc programs built
- * by guest/build.sh): TOOL_NAME must be defined before this is included.
+ * What hearth's guest tools (static nolibc programs built by guest/build.sh)
+ * share: console output, FNV-1a 64 and the test byte pattern. TOOL_NAME must
+ * be defined before this is included.
  * Console lines are written whole (one write() per line), so processes that
  * share the console do not interleave within a line; every message ends
  * with "\n".
@@ -55,4 +56,47 @@ static int fail(const char *what, long ret)
 	out_num(-ret);
 	out("\n");
 	return 1;
+}
+
+#define FNV_OFFSET 0xcbf29ce484222325ULL
+#define FNV_PRIME 0x100000001b3ULL
+
+/* 64-bit FNV-1a of p[0..n), continuing from h (start with FNV_OFFSET). */
+static unsigned long long fnv(unsigned long long h, const unsigned char *p, long n)
+{
+	while (n-- > 0) {
+		h ^= *p++;
+		h *= FNV_PRIME;
+	}
+	return h;
+}
+
+/*
+ * Writes `bytes` bytes of the test pattern byte[i] = (i * 2654435761 mod 2^32)
+ * >> 24 to fd in calls of up to `size` bytes (buf is the scratch space) and
+ * returns their FNV-1a in *hash. 0, or fail()'s 1 on a write error.
+ */
+static int send_pattern(long fd, unsigned long bytes, char *buf, unsigned long size, unsigned long long *hash)
+{
+	unsigned long long h = FNV_OFFSET;
+	unsigned long i = 0;
+
+	while (i < bytes) {
+		unsigned long n = bytes - i < size ? bytes - i : size;
+		unsigned long j;
+		long w, off = 0;
+
+		for (j = 0; j < n; j++)
+			buf[j] = (unsigned char)(((unsigned int)(i + j) * 2654435761u) >> 24);
+		h = fnv(h, (unsigned char *)buf, n);
+		while (off < (long)n) {
+			w = write(fd, buf + off, n - off);
+			if (w <= 0)
+				return fail("write", w < 0 ? -errno : 0);
+			off += w;
+		}
+		i += n;
+	}
+	*hash = h;
+	return 0;
 }

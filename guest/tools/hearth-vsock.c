@@ -50,17 +50,6 @@ static struct sockaddr_vm addr(unsigned int cid, unsigned int port)
 	return a;
 }
 
-#define FNV_OFFSET 0xcbf29ce484222325ULL
-#define FNV_PRIME 0x100000001b3ULL
-
-static unsigned long long fnv(unsigned long long h, const unsigned char *p, long n)
-{
-	while (n-- > 0) {
-		h ^= *p++;
-		h *= FNV_PRIME;
-	}
-	return h;
-}
 
 static void serve(int fd)
 {
@@ -128,8 +117,8 @@ static int do_listen(unsigned int port, long count)
 static int do_send(unsigned int cid, unsigned int port, unsigned long bytes)
 {
 	struct sockaddr_vm a = addr(cid, port);
-	unsigned long long h = FNV_OFFSET;
-	unsigned long i = 0, got = 0;
+	unsigned long long h = 0;
+	unsigned long got = 0;
 	long fd = vsock_socket();
 	long r;
 
@@ -146,22 +135,8 @@ static int do_send(unsigned int cid, unsigned int port, unsigned long bytes)
 		out("\n");
 		return 1;
 	}
-	while (i < bytes) {
-		unsigned long n = bytes - i < sizeof(buf) ? bytes - i : sizeof(buf);
-		unsigned long j;
-		long w, off = 0;
-
-		for (j = 0; j < n; j++)
-			buf[j] = (unsigned char)(((unsigned int)(i + j) * 2654435761u) >> 24);
-		h = fnv(h, (unsigned char *)buf, n);
-		while (off < (long)n) {
-			w = write(fd, buf + off, n - off);
-			if (w <= 0)
-				return fail("write", w < 0 ? -errno : 0);
-			off += w;
-		}
-		i += n;
-	}
+	if (send_pattern(fd, bytes, buf, sizeof(buf), &h))
+		return 1;
 	my_syscall2(__NR_shutdown, fd, SHUT_WR);
 	while (got < sizeof(buf) - 1 && (r = read(fd, buf + got, sizeof(buf) - 1 - got)) > 0)
 		got += r;
